@@ -1,0 +1,43 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "mtls-proxy",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "mtls-proxy", targets: ["mtls-proxy"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+    ],
+    targets: [
+        // Only what Swift cannot call directly: GNU-only libc calls, a C global, headers
+        // that the Glibc module does not export (epoll, signalfd, timerfd).
+        .target(
+            name: "CGnuTLSShim",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("gnutls")]
+        ),
+        .target(
+            name: "MTLSProxy",
+            dependencies: [
+                "CGnuTLSShim",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        .executableTarget(
+            name: "mtls-proxy",
+            dependencies: [
+                "MTLSProxy",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "MTLSProxyTests",
+            dependencies: ["MTLSProxy"]
+        ),
+    ]
+)

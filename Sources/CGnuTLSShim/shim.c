@@ -1,0 +1,21 @@
+#ifndef _GNU_SOURCE
+#error "Package.swift defines _GNU_SOURCE for this target: accept4 needs it"
+#endif
+#include "shim.h"
+#include <signal.h>
+
+int shim_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+void shim_gnutls_free(void *p) {
+    gnutls_free(p);
+}
+
+int shim_block_signals(const int *signals, int count, sigset_t *out) {
+    sigemptyset(out);
+    for (int i = 0; i < count; i++) {
+        sigaddset(out, signals[i]);
+    }
+    return pthread_sigmask(SIG_BLOCK, out, NULL);
+}

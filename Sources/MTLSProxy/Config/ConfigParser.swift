@@ -1,0 +1,251 @@
+/// Reads the `key = value` configuration format of INTERFACE.md.
+///
+/// Every error names the file and the line. Paths are taken relative to the folder of
+/// the config file, so that a config and its certificates can move together.
+public enum ConfigParser {
+    public static func parse(text: String, path: String?) throws(ConfigError) -> ProxyConfig {
+        var config = ProxyConfig()
+        config.sourcePath = path
+        let baseDir = path.map(directoryOf) ?? ""
+        var current: ListenerConfig?
+        var seenKeys: Set<String> = []
+
+        func finishSection() throws(ConfigError) {
+            guard let listener = current else { return }
+            try validate(listener, file: path)
+            config.listeners.append(listener)
+        }
+
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = index + 1
+            let line = stripComment(rawLine).trimmingSpaces()
+            if line.isEmpty { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]"), line.count > 2 else {
+                    throw ConfigError(file: path, line: lineNumber, "a section header looks like [name], got '\(line)'")
+                }
+                let name = String(line.dropFirst().dropLast()).trimmingSpaces()
+                guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                    throw ConfigError(file: path, line: lineNumber, "bad listener name '\(name)' (letters, digits, - _ . only)")
+                }
+                if config.listeners.contains(where: { $0.name == name }) || current?.name == name {
+                    throw ConfigError(file: path, line: lineNumber, "listener [\(name)] is defined twice")
+                }
+                try finishSection()
+                current = ListenerConfig(name: name, line: lineNumber)
+                seenKeys = []
+                continue
+            }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw ConfigError(file: path, line: lineNumber, "expected 'key = value', got '\(line)'")
+            }
+            let key = String(line[..<equals]).trimmingSpaces()
+            let value = String(line[line.index(after: equals)...]).trimmingSpaces()
+            guard !seenKeys.contains(key) else {
+                throw ConfigError(file: path, line: lineNumber, "'\(key)' is set twice")
+            }
+            seenKeys.insert(key)
+            do {
+                if var listener = current {
+                    guard let setter = listenerKeys[key] else {
+                        let hint = globalKeys[key] != nil ? " (it is a global key: put it before the first [section])" : ""
+                        throw ConfigError.Message("unknown key '\(key)'\(hint)")
+                    }
+                    try setter(&listener, value, baseDir)
+                    current = listener
+                } else {
+                    guard let setter = globalKeys[key] else {
+                        let hint = listenerKeys[key] != nil ? " (it is a listener key: put it in a [name] section)" : ""
+                        throw ConfigError.Message("unknown key '\(key)'\(hint)")
+                    }
+                    try setter(&config.global, value)
+                }
+            } catch {
+                throw ConfigError(file: path, line: lineNumber, error.text)
+            }
+        }
+        try finishSection()
+        guard !config.listeners.isEmpty else {
+            throw ConfigError(file: path, line: nil, "no listener: add a [name] section with listen, backend, cert, key and ca_bundle")
+        }
+        return config
+    }
+
+    /// Checks what a single key cannot: required keys and combinations.
+    public static func validate(_ listener: ListenerConfig, file: String?) throws(ConfigError) {
+        func fail(_ message: String) -> ConfigError {
+            ConfigError(file: file, line: listener.line, "[\(listener.name)]: \(message)")
+        }
+        let required: [(String, Bool)] = [
+            ("listen", listener.listen != nil), ("backend", listener.backend != nil), ("cert", listener.cert != nil),
+            ("key", listener.key != nil), ("ca_bundle", listener.caBundle != nil),
+        ]
+        for (key, present) in required where !present {
+            throw fail("missing required key '\(key)'")
+        }
+        if listener.crlPolicySetting != nil && listener.crlDir == nil {
+            throw fail("crl_policy needs crl_dir")
+        }
+        // Keys of the contract whose features this build does not have yet: refusing them
+        // is better than running without the protection the operator asked for.
+        let unsupported: [(String, Bool)] = [
+            ("verify_cert_in_directory = yes", listener.verifyCertInDirectory),
+            ("cert_map = search", listener.certMap == .search),
+            ("proxy_protocol = v2", listener.proxyProtocol == .v2),
+            ("ticket_key_file", listener.ticketKeyFile != nil),
+            ("allow_* lists", !(listener.allowSubject.isEmpty && listener.allowCN.isEmpty && listener.allowOU.isEmpty
+                && listener.allowSANDNS.isEmpty && listener.allowSANEmail.isEmpty && listener.allowSANURI.isEmpty)),
+        ]
+        for (what, used) in unsupported where used {
+            throw fail("\(what) is not supported by this version of mtls-proxy yet")
+        }
+    }
+
+    // MARK: - Keys
+
+    typealias GlobalSetter = @Sendable (inout GlobalConfig, String) throws(ConfigError.Message) -> Void
+    typealias ListenerSetter = @Sendable (inout ListenerConfig, String, String) throws(ConfigError.Message) -> Void
+
+    static let globalKeys: [String: GlobalSetter] = [
+        "workers": { config, value throws(ConfigError.Message) in
+            if value == "auto" { config.workers = nil; return }
+            guard let count = Int(value), (1...256).contains(count) else { throw "workers must be 'auto' or 1..256" }
+            config.workers = count
+        },
+        "log_level": { config, value throws(ConfigError.Message) in config.logLevel = try choice(value, "log_level") },
+        "log_format": { config, value throws(ConfigError.Message) in config.logFormat = try choice(value, "log_format") },
+        "health_listen": { config, value throws(ConfigError.Message) in
+            config.healthListen = try Endpoint.parse(value, allowUnix: false).get()
+        },
+        "shutdown_grace": { config, value throws(ConfigError.Message) in config.shutdownGraceNanos = try duration(value) },
+        "user": { config, value throws(ConfigError.Message) in config.user = try nonEmpty(value) },
+        "group": { config, value throws(ConfigError.Message) in config.group = try nonEmpty(value) },
+    ]
+
+    static let listenerKeys: [String: ListenerSetter] = [
+        "listen": { l, v, _ throws(ConfigError.Message) in l.listen = try Endpoint.parse(v, allowUnix: false).get() },
+        "backend": { l, v, base throws(ConfigError.Message) in
+            l.backend = try Endpoint.parse(v, allowUnix: true).get()
+        },
+        "cert": { l, v, base throws(ConfigError.Message) in l.cert = try path(v, base) },
+        "key": { l, v, base throws(ConfigError.Message) in l.key = try path(v, base) },
+        "ca_bundle": { l, v, base throws(ConfigError.Message) in l.caBundle = try path(v, base) },
+        "crl_dir": { l, v, base throws(ConfigError.Message) in l.crlDir = try path(v, base) },
+        "crl_policy": { l, v, _ throws(ConfigError.Message) in l.crlPolicySetting = try choice(v, "crl_policy") },
+        "revoke_active": { l, v, _ throws(ConfigError.Message) in l.revokeActive = try bool(v) },
+        "priority": { l, v, _ throws(ConfigError.Message) in l.priority = try nonEmpty(v) },
+        "handshake_timeout": { l, v, _ throws(ConfigError.Message) in l.handshakeTimeoutNanos = try positiveDuration(v) },
+        "idle_timeout": { l, v, _ throws(ConfigError.Message) in l.idleTimeoutNanos = try duration(v) },
+        "connect_timeout": { l, v, _ throws(ConfigError.Message) in l.connectTimeoutNanos = try positiveDuration(v) },
+        "max_connections": { l, v, _ throws(ConfigError.Message) in
+            guard let n = Int(v), n >= 1, n <= 1_000_000 else { throw "max_connections must be 1..1000000" }
+            l.maxConnections = n
+        },
+        "crl_warn_before": { l, v, _ throws(ConfigError.Message) in l.crlWarnBeforeNanos = try duration(v) },
+        "session_tickets": { l, v, _ throws(ConfigError.Message) in l.sessionTickets = try bool(v) },
+        "ticket_key_file": { l, v, base throws(ConfigError.Message) in l.ticketKeyFile = try path(v, base) },
+        "proxy_protocol": { l, v, _ throws(ConfigError.Message) in l.proxyProtocol = try choice(v, "proxy_protocol") },
+        "allow_subject": { l, v, _ throws(ConfigError.Message) in l.allowSubject = try list(v) },
+        "allow_cn": { l, v, _ throws(ConfigError.Message) in l.allowCN = try list(v) },
+        "allow_ou": { l, v, _ throws(ConfigError.Message) in l.allowOU = try list(v) },
+        "allow_san_dns": { l, v, _ throws(ConfigError.Message) in l.allowSANDNS = try list(v) },
+        "allow_san_email": { l, v, _ throws(ConfigError.Message) in l.allowSANEmail = try list(v) },
+        "allow_san_uri": { l, v, _ throws(ConfigError.Message) in l.allowSANURI = try list(v) },
+        "cert_map": { l, v, _ throws(ConfigError.Message) in l.certMap = try choice(v, "cert_map") },
+        "cert_map_base": { l, v, _ throws(ConfigError.Message) in l.certMapBase = try nonEmpty(v) },
+        "cert_map_filter": { l, v, _ throws(ConfigError.Message) in l.certMapFilter = try nonEmpty(v) },
+        "verify_cert_in_directory": { l, v, _ throws(ConfigError.Message) in l.verifyCertInDirectory = try bool(v) },
+        "directory_url": { l, v, _ throws(ConfigError.Message) in
+            guard v.hasPrefix("ldap://") || v.hasPrefix("ldapi://") else { throw "directory_url must be ldap://HOST:PORT or ldapi://PATH" }
+            l.directoryURL = v
+        },
+        "directory_bind_dn": { l, v, _ throws(ConfigError.Message) in l.directoryBindDN = try nonEmpty(v) },
+        "directory_bind_password_file": { l, v, base throws(ConfigError.Message) in
+            l.directoryBindPasswordFile = try path(v, base)
+        },
+        "directory_timeout": { l, v, _ throws(ConfigError.Message) in l.directoryTimeoutNanos = try positiveDuration(v) },
+        "directory_cache_ttl": { l, v, _ throws(ConfigError.Message) in l.directoryCacheTTLNanos = try duration(v) },
+        "directory_unavailable": { l, v, _ throws(ConfigError.Message) in
+            l.directoryUnavailable = try choice(v, "directory_unavailable")
+        },
+    ]
+
+    // MARK: - Value parsers
+
+    static func choice<T: RawRepresentable & CaseIterable>(_ value: String, _ key: String) throws(ConfigError.Message) -> T
+    where T.RawValue == String {
+        guard let parsed = T(rawValue: value) else {
+            throw "\(key) must be one of \(T.allCases.map(\.rawValue).joined(separator: "|")), got '\(value)'"
+        }
+        return parsed
+    }
+
+    static func bool(_ value: String) throws(ConfigError.Message) -> Bool {
+        switch value {
+        case "yes", "true", "on": return true
+        case "no", "false", "off": return false
+        default: throw "expected yes or no, got '\(value)'"
+        }
+    }
+
+    static func duration(_ value: String) throws(ConfigError.Message) -> UInt64 {
+        guard let nanos = ConfigDuration.parseNanoseconds(value) else {
+            throw "'\(value)' is not a duration (a number with a unit: 500ms, 10s, 5m, 1h)"
+        }
+        return nanos
+    }
+
+    static func positiveDuration(_ value: String) throws(ConfigError.Message) -> UInt64 {
+        let nanos = try duration(value)
+        guard nanos > 0 else { throw "this duration must be more than 0" }
+        return nanos
+    }
+
+    static func nonEmpty(_ value: String) throws(ConfigError.Message) -> String {
+        guard !value.isEmpty else { throw "a value is required" }
+        return value
+    }
+
+    static func path(_ value: String, _ baseDir: String) throws(ConfigError.Message) -> String {
+        let value = try nonEmpty(value)
+        if value.hasPrefix("/") || baseDir.isEmpty { return value }
+        return baseDir + "/" + value
+    }
+
+    static func list(_ value: String) throws(ConfigError.Message) -> [String] {
+        let items = value.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+        guard !items.isEmpty else { throw "expected a comma-separated list" }
+        return items
+    }
+
+    // MARK: - Text helpers
+
+    /// `#` starts a comment at the start of a line or after white space.
+    static func stripComment(_ line: Substring) -> Substring {
+        var previous: Character = " "
+        for index in line.indices {
+            if line[index] == "#" && (previous == " " || previous == "\t") { return line[..<index] }
+            previous = line[index]
+        }
+        return line
+    }
+
+    static func directoryOf(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+}
+
+extension Error {
+    /// The message of a ConfigError.Message, or a description of anything else.
+    var text: String { (self as? ConfigError.Message)?.text ?? "\(self)" }
+}
+
+extension StringProtocol {
+    func trimmingSpaces() -> String {
+        var slice = Substring(self)
+        while let first = slice.first, first == " " || first == "\t" || first == "\r" { slice = slice.dropFirst() }
+        while let last = slice.last, last == " " || last == "\t" || last == "\r" { slice = slice.dropLast() }
+        return String(slice)
+    }
+}

@@ -1,0 +1,90 @@
+/// The whole configuration: global settings and one or more listeners.
+public struct ProxyConfig: Sendable {
+    public var global = GlobalConfig()
+    public var listeners: [ListenerConfig] = []
+    /// The file it came from (nil for the flag-only form).
+    public var sourcePath: String?
+
+    public init() {}
+}
+
+public enum LogLevelSetting: String, Sendable, CaseIterable { case error, warn, info, debug }
+public enum LogFormat: String, Sendable, CaseIterable { case text, json }
+
+public struct GlobalConfig: Sendable {
+    /// nil = `auto`: one event loop per core.
+    public var workers: Int?
+    public var logLevel: LogLevelSetting = .info
+    public var logFormat: LogFormat = .text
+    public var healthListen: Endpoint?
+    public var shutdownGraceNanos: UInt64 = 30_000_000_000
+    public var user: String?
+    public var group: String?
+
+    public init() {}
+}
+
+public enum CRLPolicy: String, Sendable, CaseIterable {
+    /// Every issuing CA in the client chain must have a CRL that is not past its nextUpdate.
+    case strict
+    /// Check revocation where a CRL exists.
+    case bestEffort = "best-effort"
+}
+
+public enum ProxyProtocol: String, Sendable, CaseIterable { case off, v2 }
+public enum CertMap: String, Sendable, CaseIterable { case subject, search }
+public enum DirectoryUnavailable: String, Sendable, CaseIterable { case reject, allow }
+
+public struct ListenerConfig: Sendable {
+    public static let defaultPriority =
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:%SERVER_PRECEDENCE"
+
+    public var name: String
+    /// Line of the `[name]` header, for messages about the whole section.
+    public var line: Int?
+    public var listen: Endpoint?
+    public var backend: Endpoint?
+    public var cert: String?
+    public var key: String?
+    public var caBundle: String?
+    public var crlDir: String?
+    /// nil = the default: `strict` when `crl_dir` is set.
+    public var crlPolicySetting: CRLPolicy?
+    public var revokeActive = true
+    public var priority = ListenerConfig.defaultPriority
+    public var handshakeTimeoutNanos: UInt64 = 10_000_000_000
+    public var idleTimeoutNanos: UInt64 = 1_800_000_000_000
+    public var connectTimeoutNanos: UInt64 = 5_000_000_000
+    public var maxConnections = 10_000
+    public var crlWarnBeforeNanos: UInt64 = 86_400_000_000_000
+    public var sessionTickets = true
+    public var ticketKeyFile: String?
+    public var proxyProtocol = ProxyProtocol.off
+    public var allowSubject: [String] = []
+    public var allowCN: [String] = []
+    public var allowOU: [String] = []
+    public var allowSANDNS: [String] = []
+    public var allowSANEmail: [String] = []
+    public var allowSANURI: [String] = []
+    public var certMap = CertMap.subject
+    public var certMapBase: String?
+    public var certMapFilter: String?
+    public var verifyCertInDirectory = false
+    public var directoryURL: String?
+    public var directoryBindDN: String?
+    public var directoryBindPasswordFile: String?
+    public var directoryTimeoutNanos: UInt64 = 2_000_000_000
+    public var directoryCacheTTLNanos: UInt64 = 60_000_000_000
+    public var directoryUnavailable = DirectoryUnavailable.reject
+
+    public init(name: String, line: Int? = nil) {
+        self.name = name
+        self.line = line
+    }
+
+    /// The revocation policy in force, or nil when no CRL folder is configured
+    /// (then no revocation check is made at all).
+    public var crlPolicy: CRLPolicy? {
+        crlDir == nil ? nil : (crlPolicySetting ?? .strict)
+    }
+}

@@ -1,0 +1,88 @@
+import Glibc
+
+/// Checks that each listener's backend accepts a TCP (or unix) connection, at most
+/// every few seconds, on the first event loop. `/readyz` reads the last result, so a
+/// scrape never waits on a backend.
+final class BackendProber: TimerTarget {
+    static let intervalNanos: UInt64 = 3_000_000_000
+    static let timeoutNanos: UInt64 = 2_000_000_000
+
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let loop: EventLoop
+    private let listeners: [ListenerRuntime]
+    private var probes: [Probe] = []
+
+    init(loop: EventLoop, listeners: [ListenerRuntime]) {
+        self.loop = loop
+        self.listeners = listeners
+        timerKey = loop.makeTimerKey()
+    }
+
+    func start() { timerFired(now: monotonicNanos()) }
+
+    func timerFired(now: UInt64) {
+        for listener in listeners where !probes.contains(where: { $0.listener === listener }) {
+            let probe = Probe(listener: listener, loop: loop) { [unowned self] done in
+                self.probes.removeAll { $0 === done }
+            }
+            probes.append(probe)
+            probe.start(now: now)
+        }
+        loop.arm(self, at: now + Self.intervalNanos)
+    }
+
+    final class Probe: EventHandler, TimerTarget {
+        let listener: ListenerRuntime
+        let timerKey: UInt64
+        var armedDeadline: UInt64 = 0
+        private unowned let loop: EventLoop
+        private let done: (Probe) -> Void
+        private var fd: Int32 = -1
+
+        init(listener: ListenerRuntime, loop: EventLoop, done: @escaping (Probe) -> Void) {
+            self.listener = listener
+            self.loop = loop
+            self.done = done
+            timerKey = loop.makeTimerKey()
+        }
+
+        func start(now: UInt64) {
+            switch Socket.connect(to: listener.backendAddress) {
+            case .connected(let fd):
+                close(fd)
+                finish(ok: true)
+            case .failed:
+                finish(ok: false)
+            case .inProgress(let fd):
+                self.fd = fd
+                loop.register(fd: fd, events: Epoll.output, handler: self)
+                loop.arm(self, at: now + BackendProber.timeoutNanos)
+            }
+        }
+
+        func handleEvent(fd: Int32, events: UInt32) {
+            finish(ok: Socket.pendingError(fd) == 0)
+        }
+
+        func timerFired(now: UInt64) { finish(ok: false) }
+
+        private func finish(ok: Bool) {
+            if fd >= 0 {
+                loop.deregister(fd: fd)
+                close(fd)
+                fd = -1
+            }
+            loop.disarm(self)
+            let previous = listener.backendState.exchange(ok ? 1 : 2, ordering: .relaxed)
+            if previous != (ok ? 1 : 2) {
+                if ok {
+                    listener.logger.info("backend answers", metadata: ["detail": "\(listener.config.backend!)"])
+                } else {
+                    listener.logger.warning("backend does not answer", metadata: ["detail": "\(listener.config.backend!)"])
+                }
+            }
+            done(self)
+        }
+    }
+}

@@ -1,0 +1,143 @@
+import Glibc
+import Prometheus
+
+/// The HTTP health endpoint, served on the first event loop: `/healthz`, `/readyz`,
+/// `/metrics`. Requests are limited in size and time; each connection answers one
+/// request and closes.
+final class HealthServer: EventHandler {
+    static let maxRequestBytes = 8192
+    static let requestTimeoutNanos: UInt64 = 5_000_000_000
+
+    let fd: Int32
+    private unowned let loop: EventLoop
+    private let readiness: () -> ReadinessReport
+    private let registry: PrometheusCollectorRegistry
+    private var open: [Int32: HealthConnection] = [:]
+
+    init(fd: Int32, loop: EventLoop, registry: PrometheusCollectorRegistry, readiness: @escaping () -> ReadinessReport) {
+        self.fd = fd
+        self.loop = loop
+        self.registry = registry
+        self.readiness = readiness
+    }
+
+    func start() { loop.register(fd: fd, events: Epoll.input, handler: self) }
+
+    func handleEvent(fd: Int32, events: UInt32) {
+        for _ in 0..<16 {
+            guard case .accepted(let clientFD, _) = Socket.accept(fd) else { return }
+            let connection = HealthConnection(fd: clientFD, server: self, loop: loop)
+            open[clientFD] = connection
+            connection.start()
+        }
+    }
+
+    func closed(_ connection: HealthConnection) { open[connection.fd] = nil }
+
+    func respond(to result: HTTPRequestHead.ParseResult) -> HTTPResponse {
+        guard case .request(let head) = result else {
+            return HTTPResponse(status: 400, contentType: "text/plain", body: "bad request\n")
+        }
+        guard ["/healthz", "/readyz", "/metrics"].contains(head.path) else {
+            return HTTPResponse(status: 404, contentType: "text/plain", body: "not found\n")
+        }
+        guard head.method == "GET" || head.method == "HEAD" else {
+            return HTTPResponse(status: 405, contentType: "text/plain", body: "method not allowed\n")
+        }
+        var response: HTTPResponse
+        switch head.path {
+        case "/healthz":
+            // Answering at all proves the loop turns; the other loops are checked by
+            // their own work (a stuck loop stops accepting, which /readyz shows).
+            response = HTTPResponse(status: 200, contentType: "text/plain", body: "ok\n")
+        case "/readyz":
+            let report = readiness()
+            response = HTTPResponse(status: report.isReady ? 200 : 503, contentType: "application/json", body: report.json)
+        default:
+            response = HTTPResponse(
+                status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToString())
+        }
+        if head.method == "HEAD" { response.body = "" }
+        return response
+    }
+}
+
+final class HealthConnection: EventHandler, TimerTarget {
+    let fd: Int32
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let server: HealthServer
+    private unowned let loop: EventLoop
+    private var request: [UInt8] = []
+    private var response: [UInt8] = []
+    private var sent = 0
+    private var closed = false
+
+    init(fd: Int32, server: HealthServer, loop: EventLoop) {
+        self.fd = fd
+        self.server = server
+        self.loop = loop
+        timerKey = loop.makeTimerKey()
+    }
+
+    func start() {
+        loop.register(fd: fd, events: Epoll.input, handler: self)
+        loop.arm(self, at: monotonicNanos() + HealthServer.requestTimeoutNanos)
+    }
+
+    func handleEvent(fd: Int32, events: UInt32) {
+        if response.isEmpty { readRequest() } else { writeResponse() }
+    }
+
+    private func readRequest() {
+        var chunk = [UInt8](repeating: 0, count: 2048)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                request.append(contentsOf: chunk[0..<n])
+                if request.count > HealthServer.maxRequestBytes {
+                    return reply(HTTPResponse(status: 431, contentType: "text/plain", body: "request too large\n"))
+                }
+                continue
+            }
+            if n == 0 { return finish() }
+            if errno == EAGAIN { break }
+            if errno != EINTR { return finish() }
+        }
+        let parsed = HTTPRequestHead.parse(request)
+        if parsed != .incomplete { reply(server.respond(to: parsed)) }
+    }
+
+    private func reply(_ answer: HTTPResponse) {
+        response = answer.serialized()
+        loop.modify(fd: fd, events: Epoll.output)
+        writeResponse()
+    }
+
+    private func writeResponse() {
+        while sent < response.count {
+            let n = response.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n > 0 { sent += n; continue }
+            if n < 0 && errno == EAGAIN { return }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        finish()
+    }
+
+    func timerFired(now: UInt64) {
+        if response.isEmpty {
+            reply(HTTPResponse(status: 408, contentType: "text/plain", body: "request timeout\n"))
+        }
+        finish()
+    }
+
+    private func finish() {
+        guard !closed else { return }
+        closed = true
+        loop.disarm(self)
+        loop.deregister(fd: fd)
+        close(fd)
+        server.closed(self)
+    }
+}

@@ -1,0 +1,498 @@
+import CGnuTLSShim
+import Glibc
+import Logging
+
+/// The GnuTLS verify callback: finds the connection through the session pointer and
+/// lets it decide. Sending the alert here gives the client the precise reason.
+let peerVerifyCallback: @convention(c) (gnutls_session_t?) -> Int32 = { session in
+    guard let session, let context = gnutls_session_get_ptr(session) else { return -1 }
+    return Unmanaged<ClientConnection>.fromOpaque(context).takeUnretainedValue().verifyPeerDuringHandshake()
+}
+
+/// One client: TLS handshake, verification, backend connect, relay, close.
+///
+/// Phases: handshaking -> connecting -> relaying -> closed, or handshaking -> lingering
+/// -> closed when the client is refused. No backend connection exists before the
+/// client's chain has been verified (INTERFACE.md rule 1).
+final class ClientConnection: EventHandler, TimerTarget {
+    enum Phase { case handshaking, connecting, relaying, lingering, closed }
+
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let worker: Worker
+    private let listener: ListenerRuntime
+    /// The credentials this session was started with: kept alive for its whole life.
+    private let trust: TrustState
+    private let clientFD: Int32
+    private var backendFD: Int32 = -1
+    private var session: gnutls_session_t?
+    private let peer: SocketAddress
+    private(set) var phase = Phase.handshaking
+
+    private let acceptedAt: UInt64
+    private var deadline: UInt64 = 0
+    private var lastActivity: UInt64 = 0
+
+    private var identity: PeerIdentity?
+    private var refusal: RefusalReason?
+    private var verified = false
+    private var failureDetail: String?
+
+    private var toBackend = RelayBuffer()
+    private var toClient = RelayBuffer()
+    /// Size of a TLS record GnuTLS has queued after EAGAIN: the retry must use it.
+    private var pendingRecordSize = 0
+    private var clientReadable = true
+    private var clientWritable = true
+    private var backendReadable = false
+    private var backendWritable = false
+    private var clientDone = false  // close_notify or FIN from the client
+    private var backendDone = false  // FIN from the backend
+    private var backendWriteShut = false
+    private var byeSent = false
+    private var clientMask: UInt32 = 0
+    private var backendMask: UInt32 = 0
+    private var bytesFromClient = 0
+    private var bytesToClient = 0
+    private var tlsVersion: String?
+    private var cipher: String?
+
+    init(fd: Int32, peer: SocketAddress, listener: ListenerRuntime, trust: TrustState, worker: Worker) {
+        clientFD = fd
+        self.peer = peer
+        self.listener = listener
+        self.trust = trust
+        self.worker = worker
+        timerKey = worker.loop.makeTimerKey()
+        acceptedAt = monotonicNanos()
+    }
+
+    // MARK: - Handshake
+
+    func start() {
+        var session: gnutls_session_t?
+        // NONBLOCK: GnuTLS must never wait inside a call; deadlines are our timers.
+        guard gnutls_init(&session, UInt32(GNUTLS_SERVER) | UInt32(GNUTLS_NONBLOCK)) == 0, let session else {
+            finish(.error, detail: "gnutls_init failed")
+            return
+        }
+        self.session = session
+        gnutls_priority_set(session, trust.priority)
+        gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(trust.credentials))
+        gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE)
+        gnutls_transport_set_int2(session, clientFD, clientFD)
+        gnutls_session_set_ptr(session, Unmanaged.passUnretained(self).toOpaque())
+        worker.loop.register(fd: clientFD, events: Epoll.input, handler: self)
+        clientMask = Epoll.input
+        deadline = acceptedAt + listener.config.handshakeTimeoutNanos
+        worker.loop.arm(self, at: deadline)
+        driveHandshake()
+    }
+
+    /// Called by GnuTLS (through peerVerifyCallback) once the client's certificate
+    /// chain has arrived. Returns 0 to go on, -1 to fail the handshake.
+    func verifyPeerDuringHandshake() -> Int32 {
+        guard let session else { return -1 }
+        captureSessionInfo()
+        let result = PeerVerifier.verify(session: session, trust: trust)
+        identity = result.identity
+        verified = true
+        guard let reason = result.refusal else { return 0 }
+        refusal = reason
+        gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(reason.alert(tls13: isTLS13)))
+        return -1
+    }
+
+    private var isTLS13: Bool {
+        guard let session else { return false }
+        return gnutls_protocol_get_version(session) == GNUTLS_TLS1_3
+    }
+
+    private func driveHandshake() {
+        guard let session else { return }
+        while true {
+            let rc = gnutls_handshake(session)
+            if rc == 0 { return handshakeCompleted() }
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
+                setClientInterest(gnutls_record_get_direction(session) == 1 ? Epoll.output : Epoll.input)
+                return
+            }
+            if gnutls_error_is_fatal(rc) == 0 { continue }  // a warning alert: carry on
+            return handshakeFailed(rc)
+        }
+    }
+
+    private func handshakeFailed(_ rc: Int32) {
+        guard let session else { return }
+        if refusal != nil {
+            // The verify callback refused and already sent the precise alert.
+            return refuse()
+        }
+        switch rc {
+        case GNUTLS_E_CERTIFICATE_REQUIRED, GNUTLS_E_NO_CERTIFICATE_FOUND:
+            refusal = .noCertificate
+            gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(RefusalReason.noCertificate.alert(tls13: isTLS13)))
+        case GNUTLS_E_PREMATURE_TERMINATION, GNUTLS_E_PULL_ERROR, GNUTLS_E_PUSH_ERROR, GNUTLS_E_FATAL_ALERT_RECEIVED:
+            // The client went away or gave up: nobody to tell.
+            refusal = .handshakeFailed
+        default:
+            refusal = .handshakeFailed
+            gnutls_alert_send_appropriate(session, rc)
+        }
+        failureDetail = GnuTLS.describe(rc)
+        if rc == GNUTLS_E_FATAL_ALERT_RECEIVED, let name = gnutls_alert_get_name(gnutls_alert_get(session)) {
+            failureDetail = "client sent alert: \(String(cString: name))"
+        }
+        refuse()
+    }
+
+    private func handshakeCompleted() {
+        captureSessionInfo()
+        // Resumed sessions skip the verify callback: check them like a full handshake.
+        if !verified {
+            if verifyPeerDuringHandshake() != 0 { return refuse() }
+        }
+        guard refusal == nil, identity != nil else {
+            refusal = refusal ?? .badCertificate
+            return refuse()
+        }
+        let now = monotonicNanos()
+        listener.metrics.handshakeSeconds.record(Double(now - acceptedAt) / 1e9)
+        connectBackend(now: now)
+    }
+
+    /// Lingering close after an alert: stop writing, read and drop what the client
+    /// still sends (a TLS 1.3 client sends its Finished before it learns of the refusal),
+    /// then close. Closing at once would reset the connection and lose the alert.
+    private func refuse() {
+        listener.metrics.refusals[refusal ?? .handshakeFailed]?.increment()
+        if let session { gnutls_deinit(session) }
+        session = nil
+        shutdown(clientFD, Int32(SHUT_WR))
+        phase = .lingering
+        setClientInterest(Epoll.input)
+        deadline = monotonicNanos() + 2_000_000_000
+        worker.loop.arm(self, at: deadline)
+    }
+
+    private func drainLingering() {
+        var scratch = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        while true {
+            let n = withUnsafeMutableBytes(of: &scratch) { recv(clientFD, $0.baseAddress, $0.count, 0) }
+            if n > 0 { continue }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            return finish(.refused)
+        }
+    }
+
+    // MARK: - Backend
+
+    private func connectBackend(now: UInt64) {
+        phase = .connecting
+        setClientInterest(0)  // nothing from the client is read until the backend is there
+        switch Socket.connect(to: listener.backendAddress) {
+        case .failed(let error):
+            return backendUnavailable("\(error)")
+        case .connected(let fd):
+            backendFD = fd
+            worker.loop.register(fd: fd, events: 0, handler: self)
+            backendConnected()
+        case .inProgress(let fd):
+            backendFD = fd
+            worker.loop.register(fd: fd, events: Epoll.output, handler: self)
+            backendMask = Epoll.output
+            deadline = now + listener.config.connectTimeoutNanos
+            worker.loop.arm(self, at: deadline)
+        }
+    }
+
+    private func backendConnected() {
+        phase = .relaying
+        backendReadable = true
+        backendWritable = true
+        clientReadable = true
+        clientWritable = true
+        touch()
+        pump()
+    }
+
+    private func backendUnavailable(_ detail: String) {
+        listener.logger.warning("backend unavailable", metadata: ["client": "\(peer)", "detail": "\(detail)"])
+        failureDetail = detail
+        sayGoodbye()
+        finish(.backendUnavailable, detail: detail)
+    }
+
+    // MARK: - Events
+
+    func handleEvent(fd: Int32, events: UInt32) {
+        let failed = events & (Epoll.error | Epoll.hangup) != 0
+        if fd == clientFD {
+            switch phase {
+            case .handshaking: driveHandshake()
+            case .lingering: drainLingering()
+            case .relaying:
+                if events & Epoll.input != 0 || failed { clientReadable = true }
+                if events & Epoll.output != 0 || failed { clientWritable = true }
+                pump()
+            case .connecting, .closed: break
+            }
+        } else if fd == backendFD {
+            switch phase {
+            case .connecting:
+                let error = Socket.pendingError(fd)
+                if error != 0 { return backendUnavailable(String(cString: strerror(error))) }
+                backendConnected()
+            case .relaying:
+                if events & Epoll.input != 0 || failed { backendReadable = true }
+                if events & Epoll.output != 0 || failed { backendWritable = true }
+                pump()
+            default: break
+            }
+        }
+    }
+
+    func timerFired(now: UInt64) {
+        switch phase {
+        case .handshaking:
+            if now >= deadline { return finishHandshakeTimeout() }
+        case .connecting:
+            if now >= deadline { return backendUnavailable("connect timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))") }
+        case .lingering:
+            if now >= deadline { return finish(.refused) }
+        case .relaying:
+            let idle = listener.config.idleTimeoutNanos
+            guard idle > 0 else { return }
+            deadline = lastActivity + idle
+            if now >= deadline { return terminate(.idleTimeout, detail: nil) }
+        case .closed:
+            return
+        }
+        worker.loop.arm(self, at: deadline)
+    }
+
+    private func finishHandshakeTimeout() {
+        refusal = .handshakeTimeout
+        listener.metrics.refusals[.handshakeTimeout]?.increment()
+        finish(.handshakeTimeout, detail: "no complete handshake within \(ConfigDuration.describe(listener.config.handshakeTimeoutNanos))")
+    }
+
+    private func touch() {
+        lastActivity = monotonicNanos()
+        let idle = listener.config.idleTimeoutNanos
+        if idle > 0 {
+            deadline = lastActivity + idle
+            worker.loop.arm(self, at: deadline)  // no-op unless earlier than what is armed
+        }
+    }
+
+    // MARK: - Relay
+
+    /// Moves bytes both ways until nothing more can move, then sets the epoll interest
+    /// from what is blocked. A side is read only while its buffer has room: that is the
+    /// backpressure that keeps memory per connection bounded (rule 7).
+    private func pump() {
+        guard let session else { return }
+        let pool = worker.pool
+        var moved = false
+        var progress = true
+        while progress && phase == .relaying {
+            progress = false
+
+            // Client -> buffer. GnuTLS may hold decrypted bytes the socket no longer shows.
+            while !clientDone && toBackend.hasSpace && (clientReadable || gnutls_record_check_pending(session) > 0) {
+                let space = toBackend.writable(from: pool)
+                let rc = gnutls_record_recv(session, space.pointer, space.count)
+                if rc > 0 {
+                    toBackend.commit(rc)
+                    bytesFromClient += rc
+                    progress = true
+                } else if rc == 0 || rc == Int(GNUTLS_E_PREMATURE_TERMINATION) {
+                    clientDone = true  // close_notify, or a bare FIN: either way no more data
+                    progress = true
+                } else if rc == Int(GNUTLS_E_AGAIN) {
+                    clientReadable = false
+                } else if rc == Int(GNUTLS_E_INTERRUPTED) {
+                    continue
+                } else if rc == Int(GNUTLS_E_REHANDSHAKE) {
+                    // Renegotiation is off: say so and keep the session.
+                    gnutls_alert_send(session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION)
+                } else {
+                    return terminate(.error, detail: "from client: \(GnuTLS.describe(Int32(rc)))")
+                }
+            }
+
+            // Buffer -> backend.
+            while !toBackend.isEmpty && backendWritable {
+                let n = send(backendFD, toBackend.readable, toBackend.count, Int32(MSG_NOSIGNAL))
+                if n > 0 {
+                    toBackend.consume(n)
+                    progress = true
+                } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
+                    if errno == EAGAIN { backendWritable = false }
+                } else {
+                    return terminate(.error, detail: "to backend: \(String(cString: strerror(errno)))")
+                }
+            }
+            if clientDone && toBackend.isEmpty && !backendWriteShut {
+                shutdown(backendFD, Int32(SHUT_WR))  // the client's close reaches the backend as a FIN
+                backendWriteShut = true
+                progress = true
+            }
+
+            // Backend -> buffer.
+            while !backendDone && toClient.hasSpace && backendReadable {
+                let space = toClient.writable(from: pool)
+                let n = recv(backendFD, space.pointer, space.count, 0)
+                if n > 0 {
+                    toClient.commit(n)
+                    progress = true
+                } else if n == 0 {
+                    backendDone = true
+                    progress = true
+                } else if errno == EAGAIN {
+                    backendReadable = false
+                } else if errno != EINTR {
+                    return terminate(.error, detail: "from backend: \(String(cString: strerror(errno)))")
+                }
+            }
+
+            // Buffer -> client.
+            while (pendingRecordSize > 0 || !toClient.isEmpty) && clientWritable {
+                let size = pendingRecordSize > 0 ? pendingRecordSize : min(toClient.count, BufferPool.bufferSize)
+                let rc = gnutls_record_send(session, toClient.readable, size)
+                if rc > 0 {
+                    toClient.consume(rc)
+                    bytesToClient += rc
+                    pendingRecordSize = 0
+                    progress = true
+                } else if rc == Int(GNUTLS_E_AGAIN) || rc == Int(GNUTLS_E_INTERRUPTED) {
+                    // The record is encrypted and queued inside GnuTLS; the retry must
+                    // pass the same size, and the bytes stay ours until it succeeds.
+                    pendingRecordSize = size
+                    if rc == Int(GNUTLS_E_AGAIN) { clientWritable = false }
+                } else {
+                    return terminate(.error, detail: "to client: \(GnuTLS.describe(Int32(rc)))")
+                }
+            }
+            if backendDone && toClient.isEmpty && pendingRecordSize == 0 && !byeSent && clientWritable {
+                // The backend closed: end the TLS session properly with close_notify.
+                let rc = gnutls_bye(session, GNUTLS_SHUT_WR)
+                if rc == Int32(GNUTLS_E_AGAIN) {
+                    clientWritable = false
+                } else {
+                    byeSent = true
+                    progress = true
+                }
+            }
+            moved = moved || progress
+        }
+        guard phase == .relaying else { return }
+        toBackend.releaseIfEmpty(to: pool)
+        toClient.releaseIfEmpty(to: pool)
+        if clientDone && backendWriteShut && backendDone && byeSent {
+            return finish(.closed)
+        }
+        if moved { touch() }
+        updateInterest()
+    }
+
+    private func updateInterest() {
+        var client: UInt32 = 0
+        if !clientDone && toBackend.hasSpace && !clientReadable { client |= Epoll.input }
+        let wantsToWrite = pendingRecordSize > 0 || !toClient.isEmpty || (backendDone && !byeSent)
+        if wantsToWrite && !clientWritable { client |= Epoll.output }
+        setClientInterest(client)
+
+        var backend: UInt32 = 0
+        if !backendDone && toClient.hasSpace && !backendReadable { backend |= Epoll.input }
+        if !toBackend.isEmpty && !backendWritable { backend |= Epoll.output }
+        setBackendInterest(backend)
+    }
+
+    private func setClientInterest(_ mask: UInt32) {
+        if mask != clientMask {
+            clientMask = mask
+            worker.loop.modify(fd: clientFD, events: mask)
+        }
+    }
+
+    private func setBackendInterest(_ mask: UInt32) {
+        if mask != backendMask && backendFD >= 0 {
+            backendMask = mask
+            worker.loop.modify(fd: backendFD, events: mask)
+        }
+    }
+
+    // MARK: - Closing
+
+    /// Ends a connection that is past its handshake: close_notify to the client when
+    /// the session is still usable, then close both sides.
+    func terminate(_ end: ConnectionEnd, detail: String?) {
+        guard phase != .closed else { return }
+        if phase == .relaying || phase == .connecting { sayGoodbye() }
+        finish(end, detail: detail)
+    }
+
+    /// Best effort close_notify: never waits.
+    private func sayGoodbye() {
+        if let session, !byeSent {
+            gnutls_bye(session, GNUTLS_SHUT_WR)
+            byeSent = true
+        }
+    }
+
+    private func finish(_ end: ConnectionEnd, detail: String? = nil) {
+        guard phase != .closed else { return }
+        phase = .closed
+        worker.loop.disarm(self)
+        worker.loop.deregister(fd: clientFD)
+        close(clientFD)
+        if backendFD >= 0 {
+            worker.loop.deregister(fd: backendFD)
+            close(backendFD)
+            backendFD = -1
+        }
+        if let session { gnutls_deinit(session) }
+        session = nil
+        toBackend.discard(to: worker.pool)
+        toClient.discard(to: worker.pool)
+        worker.forget(self)
+        listener.releaseSlot()
+        listener.metrics.connections[end]?.increment()
+        if bytesFromClient > 0 { listener.metrics.bytesFromClient.increment(by: Int64(bytesFromClient)) }
+        if bytesToClient > 0 { listener.metrics.bytesToClient.increment(by: Int64(bytesToClient)) }
+        logClose(end, detail: detail ?? failureDetail)
+    }
+
+    private func logClose(_ end: ConnectionEnd, detail: String?) {
+        var metadata: Logger.Metadata = [
+            "client": "\(peer)",
+            "bytes_in": "\(bytesFromClient)",
+            "bytes_out": "\(bytesToClient)",
+            "duration_ms": "\((monotonicNanos() - acceptedAt) / 1_000_000)",
+            "end": "\(end.rawValue)",
+        ]
+        metadata["tls"] = tlsVersion.map { .string($0) }
+        metadata["cipher"] = cipher.map { .string($0) }
+        if let identity {
+            metadata["subject"] = "\(identity.subject)"
+            metadata["issuer"] = "\(identity.issuer)"
+            metadata["serial"] = "\(identity.serialHex)"
+        }
+        if let refusal { metadata["reason"] = "\(refusal.rawValue)" }
+        if let detail { metadata["detail"] = "\(detail)" }
+        let level: Logger.Level = (end == .closed || end == .idleTimeout) ? .info : .warning
+        listener.logger.log(level: level, end == .refused ? "connection refused" : "connection closed", metadata: metadata)
+    }
+
+    /// Notes the version and cipher for the log line, once they are negotiated.
+    /// In TLS 1.2 the cipher is not in use yet while the chain is verified, so this
+    /// runs again when the handshake completes.
+    private func captureSessionInfo() {
+        guard let session else { return }
+        tlsVersion = gnutls_protocol_get_name(gnutls_protocol_get_version(session)).map { String(cString: $0) }
+        let name = gnutls_cipher_get_name(gnutls_cipher_get(session)).map { String(cString: $0) }
+        cipher = name == "NULL" ? nil : name
+    }
+}

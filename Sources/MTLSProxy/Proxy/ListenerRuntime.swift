@@ -1,0 +1,57 @@
+import Logging
+import Synchronization
+
+/// One `[listener]` section at run time, shared by every worker: its config, its
+/// current trust state (swapped whole on reload), its counters and health.
+final class ListenerRuntime: Sendable {
+    let config: ListenerConfig
+    let name: String
+    let listenAddress: SocketAddress
+    let backendAddress: SocketAddress
+    let metrics: ListenerMetrics
+    let logger: Logger
+    private let trustBox: Mutex<TrustState>
+    /// Connections open on all workers, for max_connections.
+    let active = Atomic<Int>(0)
+    /// Workers whose listening socket is bound.
+    let boundWorkers = Atomic<Int>(0)
+    /// Last backend probe: 0 = not probed yet, 1 = answered, 2 = did not.
+    let backendState = Atomic<Int>(0)
+
+    init(config: ListenerConfig, trust: TrustState, metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
+        self.config = config
+        name = config.name
+        listenAddress = try SocketAddress.resolve(config.listen!)
+        backendAddress = try SocketAddress.resolve(config.backend!)
+        self.metrics = metrics
+        var logger = logger
+        logger[metadataKey: "listener"] = .string(config.name)
+        self.logger = logger
+        trustBox = Mutex(trust)
+        metrics.publish(trust)
+    }
+
+    /// The state new handshakes use. Connections keep the one they started with.
+    var trust: TrustState { trustBox.withLock { $0 } }
+
+    func swapTrust(_ new: TrustState) {
+        trustBox.withLock { $0 = new }
+        metrics.publish(new)
+    }
+
+    /// Takes a connection slot, or returns false when max_connections are open.
+    func reserveSlot() -> Bool {
+        let now = active.add(1, ordering: .relaxed).newValue
+        if now > config.maxConnections {
+            active.subtract(1, ordering: .relaxed)
+            return false
+        }
+        metrics.active.set(Int64(now))
+        return true
+    }
+
+    func releaseSlot() {
+        let now = active.subtract(1, ordering: .relaxed).newValue
+        metrics.active.set(Int64(now))
+    }
+}

@@ -1,0 +1,295 @@
+import Glibc
+import Logging
+import Synchronization
+
+/// Why the proxy could not start: exit 1 for configuration, certificates, keys, CA
+/// bundles and CRLs; exit 2 for everything else (an address in use...).
+public enum StartupError: Error, CustomStringConvertible {
+    case configuration(String)
+    case system(String)
+
+    public var exitCode: Int32 {
+        switch self {
+        case .configuration: return 1
+        case .system: return 2
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .configuration(let text), .system(let text): return text
+        }
+    }
+}
+
+/// Loads everything a configuration names, checking it the way a start would.
+public struct LoadedConfiguration {
+    let config: ProxyConfig
+    let trusts: [TrustState]
+
+    public init(_ config: ProxyConfig) throws(StartupError) {
+        self.config = config
+        var trusts: [TrustState] = []
+        for listener in config.listeners {
+            do {
+                trusts.append(try TrustState(config: listener, verifyCallback: peerVerifyCallback))
+            } catch {
+                throw .configuration("[\(listener.name)] \(error)")
+            }
+            for endpoint in [listener.listen!, listener.backend!] {
+                do { _ = try SocketAddress.resolve(endpoint) } catch {
+                    throw .configuration("[\(listener.name)] cannot resolve \(endpoint): \(error)")
+                }
+            }
+        }
+        self.trusts = trusts
+    }
+
+    /// What `--check` prints: one block per listener.
+    public var summary: String {
+        var lines: [String] = []
+        let now = wallClockSeconds()
+        lines.append("configuration \(config.sourcePath ?? "(command line)"): \(config.listeners.count) listener(s), "
+            + "workers \(config.global.workers.map(String.init) ?? "auto"), health \(config.global.healthListen?.description ?? "off")")
+        for (listener, trust) in zip(config.listeners, trusts) {
+            lines.append("[\(listener.name)] \(listener.listen!) -> \(listener.backend!)")
+            lines.append("  certificate: \(trust.serverCertificate.subject), serial \(trust.serverCertificate.serialHex), "
+                + "valid until \(Timestamp.iso8601(trust.serverCertificate.notAfter)); key matches")
+            lines.append("  client CAs: \(trust.caCount) from \(listener.caBundle!)")
+            for ca in trust.caBySubject.values.sorted(by: { $0.subject < $1.subject }) {
+                lines.append("    \(ca.subject)")
+            }
+            if let dir = listener.crlDir {
+                lines.append("  CRLs: \(trust.crls.byIssuer.count) loaded from \(dir) (\(trust.crls.filesRead) files), policy \(listener.crlPolicy!.rawValue)")
+                for crl in trust.crls.byIssuer.values.sorted(by: { $0.issuer < $1.issuer }) {
+                    let next = crl.nextUpdate.map { Timestamp.iso8601($0) + (crl.isCurrent(at: now) ? "" : " (STALE)") } ?? "none"
+                    lines.append("    \(crl.issuer): \(crl.revoked.count) revoked, nextUpdate \(next)")
+                }
+                for warning in trust.crls.warnings { lines.append("  warning: \(warning)") }
+                for issuer in trust.issuersWithoutCurrentCRL(at: now) {
+                    lines.append("  warning: no current CRL for \(issuer): strict policy refuses its chains")
+                }
+            } else {
+                lines.append("  CRLs: none (no crl_dir): revocation is not checked")
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Starts the workers, the health endpoint and the signal handling, and runs until a
+/// clean shutdown. Returns the process exit status.
+public final class ProxyServer: @unchecked Sendable {  // state below is touched on loop 0 only, or under locks
+    private let loaded: LoadedConfiguration
+    private let logger: Logger
+    private let metrics = ProxyMetrics()
+    private var listeners: [ListenerRuntime] = []
+    private var workers: [Worker] = []
+    private var healthServer: HealthServer?
+    private var prober: BackendProber?
+    private var signals: SignalWatcher?
+    private let draining = Atomic<Bool>(false)
+    private let reloadLock = Mutex<(running: Bool, again: Bool)>((false, false))
+    private var shutdownTicker: ShutdownTicker?
+
+    public init(_ loaded: LoadedConfiguration, logger: Logger) {
+        self.loaded = loaded
+        self.logger = logger
+    }
+
+    public func run() throws(StartupError) -> Int32 {
+        let config = loaded.config
+        GnuTLS.enableDebugLogFromEnvironment()
+        SignalWatcher.blockInThisThread()
+        for (listenerConfig, trust) in zip(config.listeners, loaded.trusts) {
+            do {
+                listeners.append(try ListenerRuntime(
+                    config: listenerConfig, trust: trust, metrics: metrics.listener(listenerConfig.name), logger: logger))
+            } catch {
+                throw .configuration("[\(listenerConfig.name)] \(error)")
+            }
+            for warning in trust.crls.warnings {
+                logger.warning("CRL skipped", metadata: ["listener": "\(listenerConfig.name)", "detail": "\(warning)"])
+            }
+        }
+        metrics.recordReload(success: true, at: wallClockSeconds())
+
+        let workerCount = config.global.workers ?? Threads.availableCores()
+        do {
+            for index in 0..<workerCount { workers.append(try Worker(index: index)) }
+            // Port 0 (tests) resolves to a real port with the first bind; the other
+            // workers must bind that same port.
+            var addresses = listeners.map(\.listenAddress)
+            for (index, worker) in workers.enumerated() {
+                try worker.bind(listeners, addresses: addresses)
+                if index == 0 { addresses = worker.acceptors.map { Socket.localAddress($0.fd) } }
+            }
+            for (listener, address) in zip(listeners, addresses) {
+                logger.info("listening", metadata: [
+                    "listener": "\(listener.name)", "detail": "\(address) -> \(listener.config.backend!)",
+                ])
+            }
+            let loop0 = workers[0].loop
+            if let healthEndpoint = config.global.healthListen {
+                let fd = try Socket.listen(on: try SocketAddress.resolve(healthEndpoint), reusePort: false)
+                let listeners = self.listeners
+                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry) { [unowned self] in
+                    Readiness.evaluate(listeners, workers: workerCount, draining: self.draining.load(ordering: .relaxed), now: wallClockSeconds())
+                }
+                logger.info("health endpoint listening", metadata: ["detail": "\(Socket.localAddress(fd))"])
+            }
+            signals = try SignalWatcher(loop: loop0) { [unowned self] signal in self.handleSignal(signal) }
+        } catch {
+            throw .system("cannot start: \(error)")
+        }
+        do { try Privileges.drop(user: config.global.user, group: config.global.group) } catch {
+            throw .configuration("\(error)")
+        }
+
+        healthServer?.start()
+        prober = BackendProber(loop: workers[0].loop, listeners: listeners)
+        prober?.start()
+        var threads: [pthread_t] = []
+        for worker in workers.dropFirst() {
+            let box = UncheckedBox(worker)
+            threads.append(Threads.spawn {
+                box.value.startAccepting()
+                box.value.loop.run()
+            })
+        }
+        workers[0].startAccepting()
+        logger.info("mtls-proxy started", metadata: ["detail": "\(workerCount) workers, \(listeners.count) listeners"])
+        workers[0].loop.run()
+        for thread in threads { Threads.join(thread) }
+        logger.info("mtls-proxy stopped")
+        return 0
+    }
+
+    // MARK: - Signals
+
+    private func handleSignal(_ signal: Int32) {
+        switch signal {
+        case SIGHUP:
+            logger.info("SIGHUP: reloading certificates, keys, CA bundles and CRLs")
+            reload()
+        default:
+            if draining.load(ordering: .relaxed) {
+                logger.warning("second stop signal: exiting now")
+                exit(0)
+            }
+            beginShutdown()
+        }
+    }
+
+    // MARK: - Reload
+
+    /// Rebuilds every listener's trust state on a thread of its own (file reads and CRL
+    /// parsing stay off the event loops) and swaps each in whole. A listener whose new
+    /// state fails validation keeps the old one (INTERFACE.md rule 5).
+    func reload() {
+        let start = reloadLock.withLock { state -> Bool in
+            if state.running { state.again = true; return false }
+            state.running = true
+            return true
+        }
+        guard start else { return }
+        let box = UncheckedBox(self)
+        Threads.spawn {
+            let server = box.value
+            repeat {
+                server.reloadOnce()
+            } while server.reloadLock.withLock { state -> Bool in
+                if state.again { state.again = false; return true }
+                state.running = false
+                return false
+            }
+        }
+    }
+
+    private func reloadOnce() {
+        var success = true
+        for listener in listeners {
+            do {
+                let trust = try TrustState(config: listener.config, verifyCallback: peerVerifyCallback)
+                listener.swapTrust(trust)
+                for warning in trust.crls.warnings {
+                    listener.logger.warning("CRL skipped", metadata: ["detail": "\(warning)"])
+                }
+                listener.logger.info("reloaded", metadata: [
+                    "detail": "certificate serial \(trust.serverCertificate.serialHex), \(trust.caCount) CAs, \(trust.crls.byIssuer.count) CRLs",
+                ])
+            } catch {
+                success = false
+                listener.logger.error("reload failed, keeping the previous state", metadata: ["detail": "\(error)"])
+            }
+        }
+        metrics.recordReload(success: success, at: wallClockSeconds())
+    }
+
+    // MARK: - Shutdown
+
+    /// Stops accepting at once, lets open connections finish for shutdown_grace, then
+    /// ends the rest and stops the loops.
+    private func beginShutdown() {
+        draining.store(true, ordering: .relaxed)
+        let grace = loaded.config.global.shutdownGraceNanos
+        logger.info("stopping: listeners closed, draining open connections", metadata: [
+            "detail": "shutdown_grace \(ConfigDuration.describe(grace))",
+        ])
+        forEachWorker { $0.stopAccepting() }
+        let ticker = ShutdownTicker(loop: workers[0].loop, deadline: monotonicNanos() + grace) { [unowned self] expired in
+            let open = self.listeners.reduce(0) { $0 + $1.active.load(ordering: .relaxed) }
+            if open == 0 {
+                self.forEachWorker { $0.loop.stop() }
+                return true
+            }
+            if expired {
+                self.logger.warning("shutdown_grace elapsed, closing remaining connections", metadata: ["detail": "\(open) open"])
+                self.forEachWorker { $0.closeAll(.shutdown) }
+            }
+            return false
+        }
+        shutdownTicker = ticker
+        ticker.start()
+    }
+
+    private func forEachWorker(_ body: @escaping @Sendable (Worker) -> Void) {
+        for worker in workers {
+            let box = UncheckedBox(worker)
+            worker.loop.execute { body(box.value) }
+        }
+    }
+}
+
+/// Polls the drain every 100 ms during shutdown (and only then).
+final class ShutdownTicker: TimerTarget {
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let loop: EventLoop
+    private let deadline: UInt64
+    private var expired = false
+    private let tick: (Bool) -> Bool
+
+    init(loop: EventLoop, deadline: UInt64, tick: @escaping (_ graceExpired: Bool) -> Bool) {
+        self.loop = loop
+        self.deadline = deadline
+        self.tick = tick
+        timerKey = loop.makeTimerKey()
+    }
+
+    func start() { timerFired(now: monotonicNanos()) }
+
+    func timerFired(now: UInt64) {
+        let justExpired = !expired && now >= deadline
+        if justExpired { expired = true }
+        if tick(justExpired) { return }
+        loop.arm(self, at: now + 100_000_000)
+    }
+}
+
+/// Hands a loop-confined object to the thread that owns it. Only used where the
+/// receiving closure runs on that object's own loop thread.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

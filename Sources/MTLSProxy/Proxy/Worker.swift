@@ -1,0 +1,103 @@
+import CGnuTLSShim
+import Glibc
+import Logging
+
+/// One event loop with its listening sockets and the connections it accepted.
+final class Worker {
+    let loop: EventLoop
+    let pool = BufferPool()
+    private(set) var acceptors: [Acceptor] = []
+    private var connections: [UInt64: ClientConnection] = [:]
+    private(set) var draining = false
+
+    init(index: Int) throws(SystemError) {
+        loop = try EventLoop(index: index)
+    }
+
+    /// Binds this worker's socket for every listener (SO_REUSEPORT: each worker has its
+    /// own, and the kernel spreads connections). Called before the loops start.
+    func bind(_ listeners: [ListenerRuntime], addresses: [SocketAddress]) throws(SystemError) {
+        for (listener, address) in zip(listeners, addresses) {
+            let fd = try Socket.listen(on: address, reusePort: true)
+            acceptors.append(Acceptor(fd: fd, listener: listener, worker: self))
+        }
+    }
+
+    func startAccepting() {
+        for acceptor in acceptors {
+            loop.register(fd: acceptor.fd, events: Epoll.input, handler: acceptor)
+            acceptor.listener.boundWorkers.add(1, ordering: .relaxed)
+        }
+    }
+
+    /// Stops taking connections and closes the listening sockets at once, so that a
+    /// load balancer sees them go; open connections carry on.
+    func stopAccepting() {
+        draining = true
+        for acceptor in acceptors {
+            loop.deregister(fd: acceptor.fd)
+            close(acceptor.fd)
+            acceptor.listener.boundWorkers.subtract(1, ordering: .relaxed)
+        }
+        acceptors.removeAll()
+    }
+
+    var connectionCount: Int { connections.count }
+
+    func adopt(_ connection: ClientConnection) { connections[connection.timerKey] = connection }
+    func forget(_ connection: ClientConnection) { connections[connection.timerKey] = nil }
+
+    /// Ends every connection still open (after shutdown_grace).
+    func closeAll(_ end: ConnectionEnd) {
+        for connection in Array(connections.values) { connection.terminate(end, detail: "shutdown_grace elapsed") }
+    }
+}
+
+/// Accepts on one listening socket of one worker.
+final class Acceptor: EventHandler {
+    let fd: Int32
+    let listener: ListenerRuntime
+    unowned let worker: Worker
+
+    init(fd: Int32, listener: ListenerRuntime, worker: Worker) {
+        self.fd = fd
+        self.listener = listener
+        self.worker = worker
+    }
+
+    func handleEvent(fd: Int32, events: UInt32) {
+        // Take a batch per wake-up; the rest wait for the next round so that a flood of
+        // new connections cannot starve the ones already open.
+        for _ in 0..<64 {
+            switch Socket.accept(fd) {
+            case .wouldBlock:
+                return
+            case .retry:
+                continue
+            case .exhausted(let error):
+                listener.logger.error("accept failed, will retry", metadata: ["detail": "\(error)"])
+                return
+            case .accepted(let clientFD, let peer):
+                guard listener.reserveSlot() else {
+                    refuseOverLimit(clientFD, peer: peer)
+                    continue
+                }
+                Socket.setNoDelay(clientFD)
+                let connection = ClientConnection(
+                    fd: clientFD, peer: peer, listener: listener, trust: listener.trust, worker: worker)
+                worker.adopt(connection)
+                connection.start()
+            }
+        }
+    }
+
+    private func refuseOverLimit(_ clientFD: Int32, peer: SocketAddress) {
+        close(clientFD)
+        listener.metrics.connections[.overLimit]?.increment()
+        listener.logger.warning(
+            "connection refused", metadata: [
+                "client": "\(peer)", "end": "over_limit",
+                "detail": "max_connections (\(listener.config.maxConnections)) reached",
+            ])
+    }
+}

@@ -1,0 +1,71 @@
+import CGnuTLSShim
+import Glibc
+
+/// Who the client said it is: the end-entity certificate, for logs.
+struct PeerIdentity: Sendable {
+    var subject: String
+    var issuer: String
+    var serialHex: String
+}
+
+/// Verifies the certificate chain of a session's peer against a TrustState.
+enum PeerVerifier {
+    struct Result {
+        var identity: PeerIdentity?
+        var refusal: RefusalReason?
+        /// Every certificate of the chain, for revoking live connections later.
+        var chain: [ChainLink] = []
+    }
+
+    static func verify(session: gnutls_session_t, trust: TrustState) -> Result {
+        var count: UInt32 = 0
+        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else {
+            return Result(identity: nil, refusal: .noCertificate)
+        }
+        var sent: [CertificateInfo] = []
+        for i in 0..<Int(count) {
+            var cert: gnutls_x509_crt_t?
+            gnutls_x509_crt_init(&cert)
+            guard let cert else { break }
+            var datum = peers[i]
+            if gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) == 0 {
+                sent.append(CertificateInfo(cert))
+            }
+            gnutls_x509_crt_deinit(cert)
+        }
+        guard let leaf = sent.first else { return Result(identity: nil, refusal: .badCertificate) }
+        let identity = PeerIdentity(subject: leaf.subject, issuer: leaf.issuer, serialHex: leaf.serialHex)
+
+        var status: UInt32 = 0
+        let rc = GNUTLS_KP_TLS_WWW_CLIENT.withCString { oid -> Int32 in
+            // The clientAuth purpose makes GnuTLS check the extended key usage; without
+            // it a serverAuth-only certificate would be accepted.
+            var purpose = gnutls_typed_vdata_st(
+                type: GNUTLS_DT_KEY_PURPOSE_OID,
+                data: UnsafeMutablePointer(mutating: UnsafeRawPointer(oid).assumingMemoryBound(to: UInt8.self)),
+                size: 0)
+            return gnutls_certificate_verify_peers(session, &purpose, 1, &status)
+        }
+        if rc < 0 { return Result(identity: identity, refusal: .badCertificate) }
+
+        let chain = chainLinks(leaf: leaf, sent: sent, trust: trust)
+        let refusal = VerificationPolicy.decide(
+            chainStatus: status, chain: chain, crls: trust.crls.byIssuer, policy: trust.crlPolicy, now: wallClockSeconds())
+        return Result(identity: identity, refusal: refusal, chain: chain)
+    }
+
+    /// Walks from the leaf up to a self-issued anchor, through the trusted CAs first
+    /// and then the certificates the client sent, collecting (issuer, serial) pairs.
+    static func chainLinks(leaf: CertificateInfo, sent: [CertificateInfo], trust: TrustState) -> [ChainLink] {
+        var links: [ChainLink] = []
+        var current = leaf
+        for _ in 0..<16 {
+            links.append(ChainLink(issuerKey: current.rawIssuer, serial: current.serial))
+            guard let issuer = trust.caBySubject[current.rawIssuer] ?? sent.first(where: { $0.rawSubject == current.rawIssuer }),
+                !issuer.isSelfIssued
+            else { break }
+            current = issuer
+        }
+        return links
+    }
+}

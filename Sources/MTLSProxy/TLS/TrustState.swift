@@ -1,0 +1,126 @@
+import CGnuTLSShim
+import Glibc
+
+/// A problem with a certificate, key, CA bundle or CRL folder: names the file.
+public struct TrustLoadError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let message: String
+    public var description: String { "\(file): \(message)" }
+}
+
+/// Everything a listener's handshakes need, loaded and checked as a whole and then
+/// never changed: a reload builds a new one and swaps it in. Connections keep a strong
+/// reference to the state they started with, because GnuTLS credentials are not
+/// reference-counted and must outlive every session that uses them.
+final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS creds are safe to share read-only
+    let credentials: gnutls_certificate_credentials_t
+    let priority: gnutls_priority_t
+    let serverCertificate: CertificateInfo
+    /// Trusted CAs by DER subject: how the revocation check walks up a chain.
+    let caBySubject: [[UInt8]: CertificateInfo]
+    let caCount: Int
+    let crls: CRLSet
+    let crlPolicy: CRLPolicy?
+    let loadedAt: Int
+
+    init(
+        config: ListenerConfig, verifyCallback: @convention(c) (gnutls_session_t?) -> Int32
+    ) throws(TrustLoadError) {
+        let certPath = config.cert!, keyPath = config.key!, caPath = config.caBundle!
+        let certBytes = try Self.read(certPath)
+        let keyBytes = try Self.read(keyPath)
+        let caBytes = try Self.read(caPath)
+
+        do {
+            serverCertificate = try CertificateInfo.loadAll(from: certBytes, format: GNUTLS_X509_FMT_PEM)[0]
+        } catch {
+            throw TrustLoadError(file: certPath, message: "not a PEM certificate chain (\(GnuTLS.describe(error.code)))")
+        }
+        let now = wallClockSeconds()
+        if serverCertificate.notAfter <= now {
+            throw TrustLoadError(file: certPath, message: "certificate expired at \(Timestamp.iso8601(serverCertificate.notAfter))")
+        }
+        let cas: [CertificateInfo]
+        do { cas = try CertificateInfo.loadAll(from: caBytes, format: GNUTLS_X509_FMT_PEM) } catch {
+            throw TrustLoadError(file: caPath, message: "no usable CA certificate (\(GnuTLS.describe(error.code)))")
+        }
+        var bySubject: [[UInt8]: CertificateInfo] = [:]
+        for ca in cas { bySubject[ca.rawSubject] = ca }
+        caBySubject = bySubject
+        caCount = cas.count
+
+        var crlSet = CRLSet()
+        if let dir = config.crlDir {
+            do { crlSet = try CRLSet.load(directory: dir, trustedCAs: caBytes) } catch {
+                throw TrustLoadError(file: dir, message: "cannot read the CRL folder: \(String(cString: strerror(error.errno)))")
+            }
+        }
+        crls = crlSet
+        crlPolicy = config.crlPolicy
+
+        var creds: gnutls_certificate_credentials_t?
+        gnutls_certificate_allocate_credentials(&creds)
+        guard let creds else { throw TrustLoadError(file: certPath, message: "out of memory") }
+        var keyRC: Int32 = 0
+        GnuTLS.withDatum(certBytes) { cert in
+            GnuTLS.withDatum(keyBytes) { key in
+                keyRC = gnutls_certificate_set_x509_key_mem(creds, &cert, &key, GNUTLS_X509_FMT_PEM)
+            }
+        }
+        guard keyRC >= 0 else {
+            gnutls_certificate_free_credentials(creds)
+            if keyRC == GNUTLS_E_CERTIFICATE_KEY_MISMATCH {
+                throw TrustLoadError(file: keyPath, message: "private key does not match the certificate in \(certPath)")
+            }
+            throw TrustLoadError(file: keyPath, message: "cannot load private key (\(GnuTLS.describe(keyRC)))")
+        }
+
+        // The trust list holds the CAs only. CRLs are checked by our own lookup, because
+        // GnuTLS either drops expired CRLs (fail-open) or trusts unverified ones.
+        var trustList: gnutls_x509_trust_list_t?
+        gnutls_x509_trust_list_init(&trustList, 0)
+        let added = GnuTLS.withDatum(caBytes) { ca in
+            // USE_IN_TLS: the CertificateRequest lists these CAs, so clients pick the right cert.
+            gnutls_x509_trust_list_add_trust_mem(trustList, &ca, nil, GNUTLS_X509_FMT_PEM, GNUTLS_TL_USE_IN_TLS.rawValue, 0)
+        }
+        guard added > 0 else {
+            gnutls_x509_trust_list_deinit(trustList, 1)
+            gnutls_certificate_free_credentials(creds)
+            throw TrustLoadError(file: caPath, message: "no CA certificate could be added (\(GnuTLS.describe(added)))")
+        }
+        gnutls_certificate_set_trust_list(creds, trustList, 0)  // creds own the list now
+        gnutls_certificate_set_verify_function(creds, verifyCallback)
+
+        var prio: gnutls_priority_t?
+        var errorPosition: UnsafePointer<CChar>?
+        let prioRC = gnutls_priority_init(&prio, config.priority, &errorPosition)
+        guard prioRC >= 0, let prio else {
+            gnutls_certificate_free_credentials(creds)
+            let at = errorPosition.map { " at '\(String(cString: $0))'" } ?? ""
+            throw TrustLoadError(file: "priority", message: "bad GnuTLS priority string\(at): \(GnuTLS.describe(prioRC))")
+        }
+        credentials = creds
+        priority = prio
+        loadedAt = now
+    }
+
+    deinit {
+        gnutls_certificate_free_credentials(credentials)
+        gnutls_priority_deinit(priority)
+    }
+
+    private static func read(_ path: String) throws(TrustLoadError) -> [UInt8] {
+        do { return try FileBytes.read(path) } catch {
+            throw TrustLoadError(file: path, message: String(cString: strerror(error.errno)))
+        }
+    }
+
+    /// CAs that issue certificates but have no current CRL: what `strict` will refuse.
+    func issuersWithoutCurrentCRL(at now: Int) -> [String] {
+        guard crlPolicy == .strict else { return [] }
+        return caBySubject.values.filter { ca in
+            guard let crl = crls.byIssuer[ca.rawSubject] else { return true }
+            return !crl.isCurrent(at: now)
+        }.map(\.subject).sorted()
+    }
+}

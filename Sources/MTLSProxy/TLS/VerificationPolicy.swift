@@ -1,0 +1,82 @@
+import CGnuTLSShim
+
+/// Why a client was refused. The raw value is what logs and metrics say.
+public enum RefusalReason: String, Sendable, CaseIterable {
+    case noCertificate = "no_certificate"
+    case unknownCA = "unknown_ca"
+    case revoked
+    case expired
+    case notYetValid = "not_yet_valid"
+    case wrongPurpose = "wrong_purpose"
+    case crlMissing = "crl_missing"
+    case crlExpired = "crl_expired"
+    case badCertificate = "bad_certificate"
+    /// The TLS handshake itself failed (protocol version, garbage, a client alert...).
+    case handshakeFailed = "handshake_failed"
+    case handshakeTimeout = "handshake_timeout"
+
+    /// The TLS alert number the client is sent (TLS 1.2 has no certificate_required).
+    func alert(tls13: Bool) -> UInt32 {
+        switch self {
+        case .noCertificate: return tls13 ? GNUTLS_A_CERTIFICATE_REQUIRED.rawValue : GNUTLS_A_HANDSHAKE_FAILURE.rawValue
+        case .unknownCA: return GNUTLS_A_UNKNOWN_CA.rawValue
+        case .revoked: return GNUTLS_A_CERTIFICATE_REVOKED.rawValue
+        case .expired: return GNUTLS_A_CERTIFICATE_EXPIRED.rawValue
+        // Revocation status unknown: "some other issue rendering it unacceptable".
+        case .crlMissing, .crlExpired: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
+        case .notYetValid, .wrongPurpose, .badCertificate: return GNUTLS_A_BAD_CERTIFICATE.rawValue
+        case .handshakeFailed, .handshakeTimeout: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
+        }
+    }
+}
+
+/// One certificate of the client chain as the revocation check sees it.
+struct ChainLink: Sendable, Equatable {
+    var issuerKey: [UInt8]
+    var serial: [UInt8]
+}
+
+/// The decisions of verification, free of GnuTLS sessions so that they can be tested
+/// on their own.
+enum VerificationPolicy {
+    /// Combines GnuTLS's chain status with our own revocation check. Order matters: a
+    /// chain we cannot anchor says nothing trustworthy about revocation, and a revoked
+    /// certificate is reported as revoked even when it has also expired.
+    static func decide(
+        chainStatus status: UInt32, chain: [ChainLink], crls: [[UInt8]: CRLInfo], policy: CRLPolicy?, now: Int
+    ) -> RefusalReason? {
+        if status & (GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue | GNUTLS_CERT_SIGNER_NOT_CA.rawValue) != 0 {
+            return .unknownCA
+        }
+        if let policy, let refusal = revocationRefusal(chain: chain, crls: crls, policy: policy, now: now) {
+            return refusal
+        }
+        return refusal(forChainStatus: status)
+    }
+
+    /// GnuTLS status bits (other than the signer ones) to a reason; nil when clean.
+    static func refusal(forChainStatus status: UInt32) -> RefusalReason? {
+        if status == 0 { return nil }
+        if status & GNUTLS_CERT_REVOKED.rawValue != 0 { return .revoked }
+        if status & GNUTLS_CERT_EXPIRED.rawValue != 0 { return .expired }
+        if status & GNUTLS_CERT_NOT_ACTIVATED.rawValue != 0 { return .notYetValid }
+        if status & GNUTLS_CERT_PURPOSE_MISMATCH.rawValue != 0 { return .wrongPurpose }
+        return .badCertificate
+    }
+
+    /// Each link must not be revoked by its issuer's CRL; under `strict` each issuer
+    /// must also have a CRL that has not passed its nextUpdate.
+    static func revocationRefusal(chain: [ChainLink], crls: [[UInt8]: CRLInfo], policy: CRLPolicy, now: Int) -> RefusalReason? {
+        var staleness: RefusalReason?
+        for link in chain {
+            guard let crl = crls[link.issuerKey] else {
+                if policy == .strict && staleness == nil { staleness = .crlMissing }
+                continue
+            }
+            // Even a stale CRL revokes: it can only be missing newer revocations.
+            if crl.revoked.contains(link.serial) { return .revoked }
+            if policy == .strict && !crl.isCurrent(at: now) && staleness == nil { staleness = .crlExpired }
+        }
+        return staleness
+    }
+}

@@ -1,0 +1,84 @@
+import CGnuTLSShim
+import Glibc
+
+/// What the proxy needs to know of one certificate, read once from GnuTLS.
+struct CertificateInfo: Sendable {
+    /// RFC 4514 strings, for logs.
+    var subject: String
+    var issuer: String
+    /// DER of the subject and issuer names: the keys that link a chain and find CRLs.
+    var rawSubject: [UInt8]
+    var rawIssuer: [UInt8]
+    /// The serial without leading zero bytes, as CRLs are compared.
+    var serial: [UInt8]
+    var notBefore: Int
+    var notAfter: Int
+
+    var isSelfIssued: Bool { rawSubject == rawIssuer }
+    var serialHex: String { Hex.encode(serial) }
+
+    /// Reads a certificate that GnuTLS holds; the caller keeps ownership of `cert`.
+    init(_ cert: gnutls_x509_crt_t) {
+        var datum = gnutls_datum_t()
+        subject = gnutls_x509_crt_get_dn3(cert, &datum, 0) == 0 ? GnuTLS.takeString(&datum) : ""
+        issuer = gnutls_x509_crt_get_issuer_dn3(cert, &datum, 0) == 0 ? GnuTLS.takeString(&datum) : ""
+        rawSubject = gnutls_x509_crt_get_raw_dn(cert, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
+        rawIssuer = gnutls_x509_crt_get_raw_issuer_dn(cert, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
+        var serialBytes = [UInt8](repeating: 0, count: 64)
+        var size = serialBytes.count
+        if gnutls_x509_crt_get_serial(cert, &serialBytes, &size) == 0 {
+            serial = Hex.normalizedSerial(serialBytes[0..<size])
+        } else {
+            serial = []
+        }
+        notBefore = gnutls_x509_crt_get_activation_time(cert)
+        notAfter = gnutls_x509_crt_get_expiration_time(cert)
+    }
+
+    /// Parses every certificate of a PEM file (or one DER certificate).
+    static func loadAll(from bytes: [UInt8], format: gnutls_x509_crt_fmt_t) throws(GnuTLSError) -> [CertificateInfo] {
+        try X509List.withCertificates(bytes, format: format) { certs in certs.map(CertificateInfo.init) }
+    }
+}
+
+/// Temporary GnuTLS certificate lists, freed when the closure returns.
+enum X509List {
+    static func withCertificates<R>(
+        _ bytes: [UInt8], format: gnutls_x509_crt_fmt_t, _ body: ([gnutls_x509_crt_t]) -> R
+    ) throws(GnuTLSError) -> R {
+        var list: UnsafeMutablePointer<gnutls_x509_crt_t?>?
+        var count: UInt32 = 0
+        let rc = GnuTLS.withDatum(bytes) { datum in
+            gnutls_x509_crt_list_import2(&list, &count, &datum, format, 0)
+        }
+        guard rc >= 0 else { throw GnuTLSError(rc, "cannot parse certificates") }
+        var certs: [gnutls_x509_crt_t] = []
+        for i in 0..<Int(count) { if let cert = list?[i] { certs.append(cert) } }
+        defer {
+            for cert in certs { gnutls_x509_crt_deinit(cert) }
+            shim_gnutls_free(list)
+        }
+        guard !certs.isEmpty else { throw GnuTLSError(GNUTLS_E_NO_CERTIFICATE_FOUND, "no certificate found") }
+        return body(certs)
+    }
+}
+
+enum Hex {
+    static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Serial numbers are positive integers; DER may prefix a zero byte. Strip them all
+    /// (keeping one byte for zero) so that a certificate and a CRL entry compare equal.
+    static func normalizedSerial<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
+        let trimmed = Array(bytes.drop(while: { $0 == 0 }))
+        return trimmed.isEmpty ? [0] : trimmed
+    }
+}

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Generates the test and demo PKI for mtls-proxy.
+
+Python's `cryptography` (OpenSSL underneath) instead of certtool or the openssl CLI:
+it sets every date exactly (expired and not-yet-valid certificates, CRLs that expire a
+few seconds from now) without faketime, and builds large CRLs quickly.
+
+    scripts/pki.py init DIR          root CA, intermediate CA, a stranger CA, a server
+                                     certificate, clients of every kind, CRLs
+    scripts/pki.py crl DIR ISSUER OUT [--revoke NAME ...] [--next-update SECONDS]
+                                     write a CRL of ISSUER (root|intermediate)
+
+Tests import this file and call the same functions.
+"""
+import argparse
+import datetime
+import ipaddress
+import os
+import sys
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+DAY = datetime.timedelta(days=1)
+
+# name -> (issuer, options). Subjects are LDAP entry DNs so that a certificate maps to
+# the directory entry of its user.
+CLIENTS = {
+    "alice": ("intermediate", {}),            # good, chain through the intermediate
+    "bob": ("root", {}),                      # good, issued by the root
+    "carol": ("intermediate", {}),            # good, used where a second user is needed
+    "revoked-root": ("root", {}),             # revoked by the root's CRL
+    "revoked-int": ("intermediate", {}),      # revoked by the intermediate's CRL
+    "expired": ("intermediate", {"not_before": NOW - 30 * DAY, "not_after": NOW - DAY}),
+    "notyet": ("intermediate", {"not_before": NOW + 10 * DAY, "not_after": NOW + 40 * DAY}),
+    "serverauth": ("intermediate", {"eku": [ExtendedKeyUsageOID.SERVER_AUTH]}),
+    "stranger": ("stranger", {}),             # issued by a CA the proxy does not trust
+    "selfsigned": (None, {}),
+}
+REVOKED = {"root": ["revoked-root"], "intermediate": ["revoked-int"]}
+
+
+def subject_for(name):
+    return x509.Name([
+        x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "com"),
+        x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "example"),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "people"),
+        x509.NameAttribute(NameOID.USER_ID, name),
+    ])
+
+
+def ca_name(label):
+    return x509.Name([
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mtls-proxy test"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"{label} CA"),
+    ])
+
+
+def new_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def write_key(path, key):
+    with open(path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    os.chmod(path, 0o600)
+
+
+def write_pem(path, *objects):
+    with open(path, "wb") as f:
+        for obj in objects:
+            f.write(obj.public_bytes(serialization.Encoding.PEM))
+
+
+def load(dirpath, label):
+    with open(os.path.join(dirpath, f"{label}.pem"), "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    with open(os.path.join(dirpath, f"{label}.key"), "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    return cert, key
+
+
+def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None, eku=None, san=None,
+              not_before=None, not_after=None, serial=None):
+    issuer_name = issuer_cert.subject if issuer_cert is not None else subject
+    builder = (x509.CertificateBuilder()
+               .subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
+               .serial_number(serial or x509.random_serial_number())
+               .not_valid_before(not_before or NOW - DAY)
+               .not_valid_after(not_after or NOW + 365 * DAY)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=path_len), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    if issuer_cert is not None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+            critical=True)
+    else:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+            key_agreement=True, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
+            critical=True)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CLIENT_AUTH]),
+                                        critical=False)
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1):
+    this_update = this_update or NOW - datetime.timedelta(minutes=5)
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(issuer_cert.subject)
+               .last_update(this_update)
+               .next_update(datetime.datetime.now(datetime.timezone.utc)
+                            + datetime.timedelta(seconds=next_update_seconds))
+               .add_extension(x509.CRLNumber(number), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                              critical=False))
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build())
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def serial_of(dirpath, name):
+    with open(os.path.join(dirpath, f"{name}.pem"), "rb") as f:
+        return x509.load_pem_x509_certificate(f.read()).serial_number
+
+
+def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, number=None, der=False,
+              forged=False):
+    """Writes a CRL of `issuer` revoking the named clients (or raw serials)."""
+    cert, key = load(dirpath, f"{issuer}-ca")
+    if forged:
+        key = new_key()  # same issuer name, a key nobody trusts
+    serials = [s if isinstance(s, int) else serial_of(dirpath, s) for s in revoke]
+    number = number if number is not None else int(datetime.datetime.now().timestamp() * 1000)
+    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number)
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
+    os.replace(tmp, out)  # atomic: a watcher never sees half a file
+    return out
+
+
+def init(dirpath):
+    os.makedirs(dirpath, exist_ok=True)
+    root_key = new_key()
+    root = make_cert(ca_name("Root"), root_key, None, root_key, ca=True, not_after=NOW + 3650 * DAY)
+    inter_key = new_key()
+    inter = make_cert(ca_name("Intermediate"), inter_key, root, root_key, ca=True, path_len=0,
+                      not_after=NOW + 1825 * DAY)
+    stranger_key = new_key()
+    stranger = make_cert(ca_name("Stranger"), stranger_key, None, stranger_key, ca=True)
+    for label, cert, key in [("root-ca", root, root_key), ("intermediate-ca", inter, inter_key),
+                             ("stranger-ca", stranger, stranger_key)]:
+        write_pem(os.path.join(dirpath, f"{label}.pem"), cert)
+        write_key(os.path.join(dirpath, f"{label}.key"), key)
+    write_pem(os.path.join(dirpath, "ca-bundle.pem"), root, inter)
+
+    server_key = new_key()
+    server = make_cert(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), server_key, inter, inter_key,
+        eku=[ExtendedKeyUsageOID.SERVER_AUTH],
+        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    write_pem(os.path.join(dirpath, "server.pem"), server, inter)
+    write_key(os.path.join(dirpath, "server.key"), server_key)
+
+    issuers = {"root": (root, root_key), "intermediate": (inter, inter_key), "stranger": (stranger, stranger_key)}
+    for name, (issuer, options) in CLIENTS.items():
+        key = new_key()
+        if issuer is None:
+            cert = make_cert(subject_for(name), key, None, key, **options)
+        else:
+            cert = make_cert(subject_for(name), key, *issuers[issuer], **options)
+        write_pem(os.path.join(dirpath, f"{name}.pem"), cert)
+        write_key(os.path.join(dirpath, f"{name}.key"), key)
+
+    crl_dir = os.path.join(dirpath, "crl")
+    os.makedirs(crl_dir, exist_ok=True)
+    for issuer, names in REVOKED.items():
+        write_crl(dirpath, issuer, os.path.join(crl_dir, f"{issuer}.crl"), names, number=1)
+    return dirpath
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_init = sub.add_parser("init", help="generate a whole PKI in DIR")
+    p_init.add_argument("dir")
+    p_crl = sub.add_parser("crl", help="write a CRL")
+    p_crl.add_argument("dir")
+    p_crl.add_argument("issuer", choices=["root", "intermediate"])
+    p_crl.add_argument("out")
+    p_crl.add_argument("--revoke", nargs="*", default=[])
+    p_crl.add_argument("--next-update", type=int, default=7 * 86400, help="seconds from now (negative: expired)")
+    p_crl.add_argument("--der", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "init":
+        init(args.dir)
+        print(f"PKI written to {args.dir}")
+    else:
+        write_crl(args.dir, args.issuer, args.out, args.revoke, args.next_update, der=args.der)
+        print(f"CRL written to {args.out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
