@@ -16,6 +16,7 @@ import argparse
 import datetime
 import ipaddress
 import os
+import socket
 import sys
 
 from cryptography import x509
@@ -115,12 +116,13 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
 
 
 def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1):
-    this_update = this_update or NOW - datetime.timedelta(minutes=5)
+    next_update = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=next_update_seconds)
+    # An expired CRL was issued before it expired.
+    this_update = this_update or min(NOW - datetime.timedelta(minutes=5), next_update - DAY)
     builder = (x509.CertificateRevocationListBuilder()
                .issuer_name(issuer_cert.subject)
                .last_update(this_update)
-               .next_update(datetime.datetime.now(datetime.timezone.utc)
-                            + datetime.timedelta(seconds=next_update_seconds))
+               .next_update(next_update)
                .add_extension(x509.CRLNumber(number), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
                               critical=False))
@@ -151,6 +153,16 @@ def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, nu
     return out
 
 
+def server_names():
+    """localhost and 127.0.0.1, plus this machine's own name: libldap checks the name it
+    gets back from a reverse lookup of 127.0.0.1, which /etc/hosts may map to it."""
+    names = ["localhost"]
+    for name in (socket.gethostname(), socket.getfqdn()):
+        if name and name not in names:
+            names.append(name)
+    return [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+
+
 def init(dirpath):
     os.makedirs(dirpath, exist_ok=True)
     root_key = new_key()
@@ -170,7 +182,7 @@ def init(dirpath):
     server = make_cert(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), server_key, inter, inter_key,
         eku=[ExtendedKeyUsageOID.SERVER_AUTH],
-        san=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+        san=server_names())
     write_pem(os.path.join(dirpath, "server.pem"), server, inter)
     write_key(os.path.join(dirpath, "server.key"), server_key)
 

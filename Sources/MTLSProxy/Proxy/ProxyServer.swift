@@ -146,9 +146,13 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             throw .configuration("\(error)")
         }
 
-        healthServer?.start()
-        prober = BackendProber(loop: workers[0].loop, listeners: listeners)
-        prober?.start()
+        if let healthServer {
+            // Probes exist for /readyz only: without a health endpoint the backend sees
+            // nothing but relayed connections.
+            healthServer.start()
+            prober = BackendProber(loop: workers[0].loop, listeners: listeners)
+            prober?.start()
+        }
         var threads: [pthread_t] = []
         for worker in workers.dropFirst() {
             let box = UncheckedBox(worker)

@@ -1,0 +1,86 @@
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from helpers import BINARY, REPO, Backend, Proxy, free_port, proxy_config
+
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import pki as pki_module  # noqa: E402
+import slapd_fixture  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def binary():
+    assert os.access(BINARY, os.X_OK), f"build the proxy first (swift build): {BINARY} is missing"
+    return BINARY
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A fresh PKI for the whole run: certificates are never committed, so never stale."""
+    return pki_module.init(str(tmp_path_factory.mktemp("pki")))
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory):
+    """A real slapd (mdb) with the users alice, bob and carol, on a free loopback port."""
+    directory = str(tmp_path_factory.mktemp("slapd"))
+    slapd_fixture.setup(directory)
+    port = free_port()
+    process = subprocess.Popen(slapd_fixture.command(directory, port), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        slapd_fixture.wait_ready(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def backend():
+    b = Backend("echo")
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    return str(tmp_path)
+
+
+@pytest.fixture
+def start_proxy(binary, workdir):
+    """Starts the real binary; stops every proxy it started at the end of the test."""
+    started = []
+
+    def start(config_text=None, args=None, wait=True):
+        proxy = Proxy(workdir, config_text or "", args=args, wait=wait)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy, pki, backend):
+    """A proxy in front of an echo backend. No health endpoint: then the proxy makes no
+    readiness probes, and every connection the backend counts was relayed."""
+    port = free_port()
+    p = start_proxy(proxy_config(pki, port, backend.address))
+    p.port = port
+    return p
+
+
+@pytest.fixture
+def crl_copy(pki, tmp_path):
+    """A private copy of the CRL folder that a test may change."""
+    target = tmp_path / "crl"
+    shutil.copytree(os.path.join(pki, "crl"), target)
+    return str(target)

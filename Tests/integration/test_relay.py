@@ -1,0 +1,132 @@
+"""The relay: half-close both ways, close_notify, bulk integrity, many clients."""
+import hashlib
+import os
+import select
+import ssl
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from helpers import Backend, BioClient, free_port, proxy_config, round_trip, tls_connect
+
+
+@pytest.fixture
+def relay(start_proxy, pki):
+    def make(mode):
+        backend = Backend(mode)
+        port = free_port()
+        proxy = start_proxy(proxy_config(pki, port, backend.address))
+        proxy.port, proxy.backend = port, backend
+        return proxy
+    return make
+
+
+@pytest.mark.parametrize("tls", ["1.3", "1.2"])
+def test_client_half_close_reaches_backend_as_fin_and_reply_still_flows(relay, pki, tls):
+    proxy = relay("digest")
+    payload = os.urandom(300_000)
+    client = BioClient(proxy.port, pki, "alice", tls=tls)
+    client.send(payload)
+    client.close_notify()
+    # The backend answers only after it saw EOF: the answer proves the FIN got through,
+    # and that the other direction still works after the client's half-close.
+    reply = client.recv_until_close()  # ends with close_notify, not a bare FIN
+    client.close()
+    assert reply.decode() == f"{len(payload)} {hashlib.sha256(payload).hexdigest()}\n"
+    proxy.wait_for_log("end=closed")
+
+
+@pytest.mark.parametrize("tls", ["1.3", "1.2"])
+def test_backend_half_close_ends_with_close_notify_and_client_can_still_send(relay, pki, tls):
+    proxy = relay("greet")
+    client = BioClient(proxy.port, pki, "bob", tls=tls)
+    greeting = client.recv_until_close()  # close_notify arrives after the greeting
+    assert greeting == b"hello from the backend\n"
+    payload = os.urandom(100_000)
+    client.send(payload)
+    client.close_notify()
+    assert proxy.backend.eof_seen.wait(10)
+    assert proxy.backend.received == (len(payload), hashlib.sha256(payload).hexdigest())
+    client.close()
+
+
+def test_50_megabytes_each_way(relay, pki):
+    proxy = relay("echo")
+    total = 50 * 1024 * 1024
+    block = os.urandom(1 << 20)
+    sent_digest, received_digest = hashlib.sha256(), hashlib.sha256()
+    sock = tls_connect(proxy.port, pki, "alice")
+    sock.setblocking(False)
+    sent = received = 0
+    chunk = None
+    while received < total:
+        want_write = sent < total
+        readable, writable, _ = select.select([sock], [sock] if want_write else [], [], 20)
+        assert readable or writable or sock.pending(), f"stalled at sent={sent} received={received}"
+        if want_write and (writable or readable):
+            if chunk is None:
+                offset = sent % len(block)
+                chunk = block[offset:offset + 16384]
+            try:
+                n = sock.send(chunk)
+                sent_digest.update(chunk[:n])
+                sent += n
+                chunk = None if n == len(chunk) else chunk[n:]
+            except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+        while True:
+            try:
+                data = sock.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            assert data, "proxy closed early"
+            received_digest.update(data)
+            received += len(data)
+    sock.close()
+    assert sent == received == total
+    assert sent_digest.hexdigest() == received_digest.hexdigest()
+    proxy.wait_for_log(f"bytes_in={total} bytes_out={total}")
+
+
+def test_200_concurrent_clients_all_served(relay, pki):
+    proxy = relay("echo")
+    names = ["alice", "bob", "carol"]
+
+    def one(i):
+        payload = f"client {i} says hello\n".encode()
+        return round_trip(proxy.port, pki, names[i % 3], payload) == payload
+
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        results = list(pool.map(one, range(200)))
+    assert all(results), f"{results.count(False)} of 200 failed"
+    assert proxy.backend.accepted == 200
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_client_that_does_not_read_is_not_buffered_without_limit(relay, pki):
+    # The client sends and never reads; the echo backend's replies pile up. The proxy
+    # must stop reading (backpressure all the way to the client's socket) rather than
+    # buffer: the client's sending stalls, and the proxy's memory stays flat.
+    proxy = relay("echo")
+    before = rss_kib(proxy.process.pid)
+    sock = tls_connect(proxy.port, pki, "alice")
+    sock.settimeout(2.0)
+    block = os.urandom(65536)
+    sent = 0
+    try:
+        while sent < 512 * 1024 * 1024:
+            sock.sendall(block)
+            sent += len(block)
+    except (TimeoutError, ssl.SSLError, OSError):
+        pass
+    assert sent < 64 * 1024 * 1024, f"the proxy kept reading: {sent} bytes accepted"
+    growth = rss_kib(proxy.process.pid) - before
+    assert growth < 8 * 1024, f"proxy RSS grew by {growth} KiB while the client did not read"
+    sock.close()
