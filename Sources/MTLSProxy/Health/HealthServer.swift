@@ -85,7 +85,10 @@ final class HealthConnection: EventHandler, TimerTarget {
         loop.arm(self, at: monotonicNanos() + HealthServer.requestTimeoutNanos)
     }
 
+    private var lingering = false
+
     func handleEvent(fd: Int32, events: UInt32) {
+        if lingering { return drain() }
         if response.isEmpty { readRequest() } else { writeResponse() }
     }
 
@@ -120,14 +123,35 @@ final class HealthConnection: EventHandler, TimerTarget {
             if n > 0 { sent += n; continue }
             if n < 0 && errno == EAGAIN { return }
             if n < 0 && errno == EINTR { continue }
-            break
+            return finish()
         }
-        finish()
+        linger()
+    }
+
+    /// After the response: stop writing and drop what the client still sends (an
+    /// oversized request) until it closes, so that it reads the answer instead of a reset.
+    private func linger() {
+        lingering = true
+        shutdown(fd, Int32(SHUT_WR))
+        loop.modify(fd: fd, events: Epoll.input)
+        loop.disarm(self)
+        loop.arm(self, at: monotonicNanos() + 1_000_000_000)
+        drain()
+    }
+
+    private func drain() {
+        var scratch = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { continue }
+            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
+            return finish()
+        }
     }
 
     func timerFired(now: UInt64) {
-        if response.isEmpty {
-            reply(HTTPResponse(status: 408, contentType: "text/plain", body: "request timeout\n"))
+        if response.isEmpty && !lingering {
+            return reply(HTTPResponse(status: 408, contentType: "text/plain", body: "request timeout\n"))
         }
         finish()
     }
