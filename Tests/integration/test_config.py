@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from helpers import BINARY, Backend, free_port, listener_config, proxy_config, round_trip
+from helpers import BINARY, REPO, Backend, free_port, listener_config, proxy_config, round_trip
 
 
 def run(args, timeout=20):
@@ -135,3 +135,13 @@ def test_several_listeners_in_one_file(start_proxy, pki):
 def test_version(binary):
     result = run(["--version"])
     assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_example_config_is_valid(binary, pki, tmp_path):
+    with open(os.path.join(REPO, "proxy.conf.example")) as f:
+        text = f.read()
+    for placeholder, real in [("/etc/mtls-proxy/server.pem", "server.pem"), ("/etc/mtls-proxy/server.key", "server.key"),
+                              ("/etc/mtls-proxy/client-ca.pem", "ca-bundle.pem"), ("/etc/mtls-proxy/crl", "crl")]:
+        text = text.replace(placeholder, f"{pki}/{real}")
+    path, result = check_config(tmp_path, text)
+    assert result.returncode == 0, result.stderr.decode()
