@@ -29,6 +29,17 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def read_digest(conn):
+    """Reads to EOF; returns (byte count, SHA-256 hex) of what arrived."""
+    digest, total = hashlib.sha256(), 0
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return total, digest.hexdigest()
+        digest.update(data)
+        total += len(data)
+
+
 class Backend:
     """A TCP server on loopback that counts the connections it accepts.
 
@@ -75,25 +86,12 @@ class Backend:
                 # Speaks first and half-closes at once, then reads what the client sends.
                 conn.sendall(b"hello from the backend\n")
                 conn.shutdown(socket.SHUT_WR)
-                digest, total = hashlib.sha256(), 0
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    digest.update(data)
-                    total += len(data)
-                self.received = (total, digest.hexdigest())
+                self.received = read_digest(conn)
                 self.eof_seen.set()
             elif self.mode == "digest":
-                digest, total = hashlib.sha256(), 0
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    digest.update(data)
-                    total += len(data)
+                total, digest = read_digest(conn)
                 self.eof_seen.set()
-                conn.sendall(f"{total} {digest.hexdigest()}\n".encode())
+                conn.sendall(f"{total} {digest}\n".encode())
                 conn.shutdown(socket.SHUT_WR)
             # keep the socket open until the peer closes, so that closes are theirs
             while conn.recv(65536):
