@@ -41,6 +41,23 @@ def slapd(tmp_path_factory):
         process.wait(10)
 
 
+@pytest.fixture(scope="session")
+def big_slapd(tmp_path_factory):
+    """A slapd with 20,000 extra entries (about 10 MB of search results): enough that
+    a full search is still streaming while a test does something to the connection."""
+    directory = str(tmp_path_factory.mktemp("slapd-big"))
+    slapd_fixture.setup(directory, extra_entries=20000)
+    port = free_port()
+    process = subprocess.Popen(slapd_fixture.command(directory, port), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        slapd_fixture.wait_ready(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 @pytest.fixture
 def backend():
     b = Backend("echo")

@@ -16,6 +16,8 @@ public enum ConnectionEnd: String, Sendable, CaseIterable {
     case error
     /// Ended by shutdown after shutdown_grace.
     case shutdown
+    /// Closed because a new CRL revoked a certificate of its chain (revoke_active).
+    case revoked
 }
 
 /// The Prometheus registry and the handles the hot path uses, made once per listener so
@@ -55,6 +57,7 @@ final class ListenerMetrics: Sendable {
     let handshakeSeconds: ValueHistogram
     let certificateNotAfter: Gauge
     let crlRejected: Counter
+    let reloadFailures: Counter
     private let registry: PrometheusCollectorRegistry
     private let name: String
 
@@ -93,11 +96,17 @@ final class ListenerMetrics: Sendable {
             descriptor: .init(namespace: "mtls_proxy", metricName: "certificate_not_after", unitName: "seconds",
                               helpText: "Expiry of the server certificate"),
             labels: labels)
+        reloadFailures = registry.makeCounter(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "listener_reload_failures", unitName: "total",
+                              helpText: "Reloads of this listener that failed validation (the previous state was kept)"),
+            labels: labels)
         crlRejected = registry.makeCounter(
             descriptor: .init(namespace: "mtls_proxy", metricName: "crl_rejected", unitName: "total",
                               helpText: "CRL files or entries skipped at load: unparsable or not signed by a trusted CA"),
             labels: labels)
     }
+
+    func reloadFailed() { reloadFailures.increment() }
 
     /// Publishes what a newly loaded trust state holds.
     func publish(_ trust: TrustState) {
@@ -110,6 +119,16 @@ final class ListenerMetrics: Sendable {
                                   helpText: "nextUpdate of the CRL loaded for each issuer"),
                 labels: labels
             ).set(Int64(crl.nextUpdate ?? 0))
+            registry.makeGauge(
+                descriptor: .init(namespace: "mtls_proxy", metricName: "crl_this_update", unitName: "seconds",
+                                  helpText: "thisUpdate of the CRL loaded for each issuer"),
+                labels: labels
+            ).set(Int64(crl.thisUpdate))
+            registry.makeGauge(
+                descriptor: .init(namespace: "mtls_proxy", metricName: "crl_loaded", unitName: "seconds",
+                                  helpText: "When the CRL of each issuer was last loaded"),
+                labels: labels
+            ).set(Int64(trust.loadedAt))
             registry.makeGauge(
                 descriptor: .init(namespace: "mtls_proxy", metricName: "crl_revoked_serials",
                                   unitName: "", helpText: "Revoked serials in the CRL loaded for each issuer"),

@@ -56,6 +56,26 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var bytesToClient = 0
     private var tlsVersion: String?
     private var cipher: String?
+    /// Message boundaries of what the client has received, so that a Notice of
+    /// Disconnection never lands inside another message.
+    private var framer = LDAPMessageFramer()
+    private var closing: ClosingWithNotice?
+    /// The verified chain, by which the worker finds connections that a CRL revokes.
+    private(set) var chain: [ChainLink] = []
+    var listenerRuntime: ListenerRuntime { listener }
+
+    /// A close that waits for the next LDAP message boundary, then sends a notice.
+    private struct ClosingWithNotice {
+        var notice: [UInt8]
+        var end: ConnectionEnd
+        var detail: String
+        var deadline: UInt64
+        var noticePending = false
+    }
+
+    /// How long a close waits for the message in flight to finish before it gives up
+    /// on the notice: short, so that a revoked client is gone within rule 4's 2 s.
+    static let boundaryWaitNanos: UInt64 = 1_000_000_000
 
     init(fd: Int32, peer: SocketAddress, listener: ListenerRuntime, trust: TrustState, worker: Worker) {
         clientFD = fd
@@ -96,6 +116,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         captureSessionInfo()
         let result = PeerVerifier.verify(session: session, trust: trust)
         identity = result.identity
+        chain = result.chain
         verified = true
         guard let reason = result.refusal else { return 0 }
         refusal = reason
@@ -158,6 +179,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         }
         let now = monotonicNanos()
         listener.metrics.handshakeSeconds.record(Double(now - acceptedAt) / 1e9)
+        worker.index(self)
         connectBackend(now: now)
     }
 
@@ -261,6 +283,12 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .lingering:
             if now >= deadline { return finish(.refused) }
         case .relaying:
+            if let closing {
+                if now >= closing.deadline {
+                    return terminate(closing.end, detail: closing.detail + "; no LDAP message boundary within 1s, closed without notice")
+                }
+                return worker.loop.arm(self, at: closing.deadline)
+            }
             let idle = listener.config.idleTimeoutNanos
             guard idle > 0 else { return }
             deadline = lastActivity + idle
@@ -300,7 +328,9 @@ final class ClientConnection: EventHandler, TimerTarget {
             progress = false
 
             // Client -> buffer. GnuTLS may hold decrypted bytes the socket no longer shows.
-            while !clientDone && toBackend.hasSpace && (clientReadable || gnutls_record_check_pending(session) > 0) {
+            while closing == nil && !clientDone && toBackend.hasSpace
+                && (clientReadable || gnutls_record_check_pending(session) > 0)
+            {
                 let space = toBackend.writable(from: pool)
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
                 if rc > 0 {
@@ -359,9 +389,19 @@ final class ClientConnection: EventHandler, TimerTarget {
 
             // Buffer -> client.
             while (pendingRecordSize > 0 || !toClient.isEmpty) && clientWritable {
-                let size = pendingRecordSize > 0 ? pendingRecordSize : min(toClient.count, BufferPool.bufferSize)
+                var size = pendingRecordSize > 0 ? pendingRecordSize : min(toClient.count, BufferPool.bufferSize)
+                if closing != nil && pendingRecordSize == 0 {
+                    // Closing: send only what finishes the message in flight.
+                    let held = UnsafeRawBufferPointer(start: toClient.readable, count: toClient.count)
+                    if framer.isBroken { return terminate(closing!.end, detail: closing!.detail + "; backend stream is not LDAP") }
+                    if let toBoundary = framer.bytesToBoundary(in: held) {
+                        if toBoundary == 0 { break }
+                        size = min(size, toBoundary)
+                    }
+                }
                 let rc = gnutls_record_send(session, toClient.readable, size)
                 if rc > 0 {
+                    framer.advance(UnsafeRawBufferPointer(start: toClient.readable, count: rc))
                     toClient.consume(rc)
                     bytesToClient += rc
                     pendingRecordSize = 0
@@ -375,7 +415,13 @@ final class ClientConnection: EventHandler, TimerTarget {
                     return terminate(.error, detail: "to client: \(GnuTLS.describe(Int32(rc)))")
                 }
             }
-            if backendDone && toClient.isEmpty && pendingRecordSize == 0 && !byeSent && clientWritable {
+            if closing != nil && pendingRecordSize == 0 && clientWritable {
+                if framer.isAtBoundary { return sendNoticeAndClose() }
+                if backendDone && toClient.isEmpty {
+                    return terminate(closing!.end, detail: closing!.detail + "; backend closed mid-message")
+                }
+            }
+            if closing == nil && backendDone && toClient.isEmpty && pendingRecordSize == 0 && !byeSent && clientWritable {
                 // The backend closed: end the TLS session properly with close_notify.
                 let rc = gnutls_bye(session, GNUTLS_SHUT_WR)
                 if rc == Int32(GNUTLS_E_AGAIN) {
@@ -399,8 +445,8 @@ final class ClientConnection: EventHandler, TimerTarget {
 
     private func updateInterest() {
         var client: UInt32 = 0
-        if !clientDone && toBackend.hasSpace && !clientReadable { client |= Epoll.input }
-        let wantsToWrite = pendingRecordSize > 0 || !toClient.isEmpty || (backendDone && !byeSent)
+        if closing == nil && !clientDone && toBackend.hasSpace && !clientReadable { client |= Epoll.input }
+        let wantsToWrite = pendingRecordSize > 0 || !toClient.isEmpty || (backendDone && !byeSent) || closing != nil
         if wantsToWrite && !clientWritable { client |= Epoll.output }
         setClientInterest(client)
 
@@ -425,6 +471,32 @@ final class ClientConnection: EventHandler, TimerTarget {
     }
 
     // MARK: - Closing
+
+    /// Closes an established connection politely: waits (briefly) for the LDAP message
+    /// in flight to the client to finish, sends `notice` (a Notice of Disconnection),
+    /// then close_notify. Nothing more from the client reaches the backend meanwhile.
+    func closeWithNotice(_ notice: [UInt8], end: ConnectionEnd, detail: String) {
+        guard phase == .relaying, closing == nil else {
+            return terminate(end, detail: detail)
+        }
+        closing = ClosingWithNotice(
+            notice: notice, end: end, detail: detail, deadline: monotonicNanos() + Self.boundaryWaitNanos)
+        worker.loop.arm(self, at: closing!.deadline)
+        pump()
+    }
+
+    private func sendNoticeAndClose() {
+        guard let session, var closing else { return }
+        let rc = closing.notice.withUnsafeBytes { gnutls_record_send(session, $0.baseAddress, $0.count) }
+        if rc == Int(GNUTLS_E_AGAIN) || rc == Int(GNUTLS_E_INTERRUPTED) {
+            // Queued inside GnuTLS; the retry passes the same bytes, as it must.
+            closing.noticePending = true
+            self.closing = closing
+            clientWritable = false
+            return updateInterest()
+        }
+        terminate(closing.end, detail: closing.detail + (rc > 0 ? "; Notice of Disconnection sent" : ""))
+    }
 
     /// Ends a connection that is past its handshake: close_notify to the client when
     /// the session is still usable, then close both sides.
@@ -458,6 +530,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         toBackend.discard(to: worker.pool)
         toClient.discard(to: worker.pool)
         worker.forget(self)
+        worker.unindex(self)
         listener.releaseSlot()
         listener.metrics.connections[end]?.increment()
         if bytesFromClient > 0 { listener.metrics.bytesFromClient.increment(by: Int64(bytesFromClient)) }
@@ -482,7 +555,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         }
         if let refusal { metadata["reason"] = "\(refusal.rawValue)" }
         if let detail { metadata["detail"] = "\(detail)" }
-        let level: Logger.Level = (end == .closed || end == .idleTimeout) ? .info : .warning
+        let level: Logger.Level = (end == .closed || end == .idleTimeout || end == .revoked) ? .info : .warning
         listener.logger.log(level: level, end == .refused ? "connection refused" : "connection closed", metadata: metadata)
     }
 

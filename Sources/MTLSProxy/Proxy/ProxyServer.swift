@@ -89,7 +89,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
     private var prober: BackendProber?
     private var signals: SignalWatcher?
     private let draining = Atomic<Bool>(false)
-    private let reloadLock = Mutex<(running: Bool, again: Bool)>((false, false))
+    private var reloader: Reloader?
     private var shutdownTicker: ShutdownTicker?
 
     public init(_ loaded: LoadedConfiguration, logger: Logger) {
@@ -139,6 +139,12 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 logger.info("health endpoint listening", metadata: ["detail": "\(Socket.localAddress(fd))"])
             }
             signals = try SignalWatcher(loop: loop0) { [unowned self] signal in self.handleSignal(signal) }
+            reloader = try Reloader(listeners: listeners, metrics: metrics, logger: logger) { [unowned self] listener, trust in
+                // Live connections of newly revoked certificates go too (rule 4).
+                guard listener.config.revokeActive else { return }
+                self.forEachWorker { $0.closeRevoked(listener: listener, trust: trust) }
+            }
+            try reloader?.start()
         } catch {
             throw .system("cannot start: \(error)")
         }
@@ -175,7 +181,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
         switch signal {
         case SIGHUP:
             logger.info("SIGHUP: reloading certificates, keys, CA bundles and CRLs")
-            reload()
+            reloader?.requestAll()
         default:
             if draining.load(ordering: .relaxed) {
                 logger.warning("second stop signal: exiting now")
@@ -183,51 +189,6 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             }
             beginShutdown()
         }
-    }
-
-    // MARK: - Reload
-
-    /// Rebuilds every listener's trust state on a thread of its own (file reads and CRL
-    /// parsing stay off the event loops) and swaps each in whole. A listener whose new
-    /// state fails validation keeps the old one (INTERFACE.md rule 5).
-    func reload() {
-        let start = reloadLock.withLock { state -> Bool in
-            if state.running { state.again = true; return false }
-            state.running = true
-            return true
-        }
-        guard start else { return }
-        let box = UncheckedBox(self)
-        Threads.spawn {
-            let server = box.value
-            repeat {
-                server.reloadOnce()
-            } while server.reloadLock.withLock { state -> Bool in
-                if state.again { state.again = false; return true }
-                state.running = false
-                return false
-            }
-        }
-    }
-
-    private func reloadOnce() {
-        var success = true
-        for listener in listeners {
-            do {
-                let trust = try TrustState(config: listener.config, verifyCallback: peerVerifyCallback)
-                listener.swapTrust(trust)
-                for warning in trust.crls.warnings {
-                    listener.logger.warning("CRL skipped", metadata: ["detail": "\(warning)"])
-                }
-                listener.logger.info("reloaded", metadata: [
-                    "detail": "certificate serial \(trust.serverCertificate.serialHex), \(trust.caCount) CAs, \(trust.crls.byIssuer.count) CRLs",
-                ])
-            } catch {
-                success = false
-                listener.logger.error("reload failed, keeping the previous state", metadata: ["detail": "\(error)"])
-            }
-        }
-        metrics.recordReload(success: success, at: wallClockSeconds())
     }
 
     // MARK: - Shutdown

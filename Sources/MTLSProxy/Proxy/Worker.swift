@@ -42,14 +42,58 @@ final class Worker {
         acceptors.removeAll()
     }
 
+    /// Verified connections by every certificate of their chain: a new CRL finds the
+    /// connections it revokes with one lookup per revoked serial (or per indexed
+    /// certificate, whichever is fewer), never by scanning all connections.
+    private var byCertificate: [ChainLink: [UInt64: ClientConnection]] = [:]
+
     var connectionCount: Int { connections.count }
 
     func adopt(_ connection: ClientConnection) { connections[connection.timerKey] = connection }
     func forget(_ connection: ClientConnection) { connections[connection.timerKey] = nil }
 
-    /// Ends every connection still open (after shutdown_grace).
+    func index(_ connection: ClientConnection) {
+        for link in connection.chain { byCertificate[link, default: [:]][connection.timerKey] = connection }
+    }
+
+    func unindex(_ connection: ClientConnection) {
+        for link in connection.chain {
+            byCertificate[link]?[connection.timerKey] = nil
+            if byCertificate[link]?.isEmpty == true { byCertificate[link] = nil }
+        }
+    }
+
+    /// After `listener` swapped in `trust`: closes its connections whose chain holds a
+    /// certificate that the new CRLs revoke, each with a Notice of Disconnection.
+    func closeRevoked(listener: ListenerRuntime, trust: TrustState) {
+        let crls = trust.crls.byIssuer
+        let revokedCount = crls.values.reduce(0) { $0 + $1.revoked.count }
+        var victims: [ClientConnection] = []
+        if byCertificate.count <= revokedCount {
+            for (link, holders) in byCertificate where crls[link.issuerKey]?.revoked.contains(link.serial) == true {
+                victims.append(contentsOf: holders.values)
+            }
+        } else {
+            for crl in crls.values {
+                for serial in crl.revoked {
+                    if let holders = byCertificate[ChainLink(issuerKey: crl.issuerKey, serial: serial)] {
+                        victims.append(contentsOf: holders.values)
+                    }
+                }
+            }
+        }
+        var seen = Set<UInt64>()
+        for connection in victims where connection.listenerRuntime === listener && seen.insert(connection.timerKey).inserted {
+            connection.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: "certificate revoked by a new CRL")
+        }
+    }
+
+    /// Ends every connection still open (after shutdown_grace), each with a Notice of
+    /// Disconnection (unavailable) at a message boundary.
     func closeAll(_ end: ConnectionEnd) {
-        for connection in Array(connections.values) { connection.terminate(end, detail: "shutdown_grace elapsed") }
+        for connection in Array(connections.values) {
+            connection.closeWithNotice(NoticeOfDisconnection.shuttingDown, end: end, detail: "shutdown_grace elapsed")
+        }
     }
 }
 

@@ -38,7 +38,11 @@ struct CRLSet: Sendable {
     /// Reads every file of `directory`. A file that does not parse, or a CRL that no
     /// trusted CA signed, is skipped with a warning: it never removes what did load.
     /// Throws only when the folder itself cannot be read.
-    static func load(directory: String, trustedCAs caBundle: [UInt8]) throws(SystemError) -> CRLSet {
+    ///
+    /// A file that exists but does not parse keeps the CRLs `previous` had loaded from
+    /// it: a CRL caught half-written (truncated, then written) must not un-revoke
+    /// anyone in between. A file that is gone takes its CRLs with it.
+    static func load(directory: String, trustedCAs caBundle: [UInt8], previous: CRLSet? = nil) throws(SystemError) -> CRLSet {
         var set = CRLSet()
         let names = try listFiles(directory)
         do {
@@ -48,10 +52,13 @@ struct CRLSet: Sendable {
                     let bytes: [UInt8]
                     do { bytes = try FileBytes.read(path) } catch {
                         set.skip("\(path): \(error)")
+                        set.carryOver(from: previous, file: path)
                         continue
                     }
                     set.filesRead += 1
-                    set.add(fileBytes: bytes, path: path, cas: cas)
+                    if !set.add(fileBytes: bytes, path: path, cas: cas) {
+                        set.carryOver(from: previous, file: path)
+                    }
                 }
             }
         } catch {
@@ -65,7 +72,17 @@ struct CRLSet: Sendable {
         rejectedCount += 1
     }
 
-    private mutating func add(fileBytes bytes: [UInt8], path: String, cas: [gnutls_x509_crt_t]) {
+    private mutating func carryOver(from previous: CRLSet?, file: String) {
+        guard let previous else { return }
+        for crl in previous.byIssuer.values where crl.file == file {
+            if let existing = byIssuer[crl.issuerKey], !crl.supersedes(existing) { continue }
+            byIssuer[crl.issuerKey] = crl
+            warnings.append("\(file): keeping the CRL of \(crl.issuer) loaded from it before")
+        }
+    }
+
+    /// Adds the CRLs of one file; false when the file held no CRL at all.
+    private mutating func add(fileBytes bytes: [UInt8], path: String, cas: [gnutls_x509_crt_t]) -> Bool {
         let isPEM = bytes.starts(with: Array("-----BEGIN".utf8)) || containsPEMMarker(bytes)
         var list: UnsafeMutablePointer<gnutls_x509_crl_t?>?
         var count: UInt32 = 0
@@ -74,7 +91,7 @@ struct CRLSet: Sendable {
         }
         guard rc >= 0, count > 0, let list else {
             skip("\(path): not a CRL (\(GnuTLS.describe(rc < 0 ? rc : GNUTLS_E_BASE64_DECODING_ERROR))), skipped")
-            return
+            return false
         }
         defer {
             for i in 0..<Int(count) { if let crl = list[i] { gnutls_x509_crl_deinit(crl) } }
@@ -91,6 +108,7 @@ struct CRLSet: Sendable {
                 byIssuer[info.issuerKey] = info
             }
         }
+        return true
     }
 
     /// Checks the signature against the trusted CAs. Dates are deliberately not judged

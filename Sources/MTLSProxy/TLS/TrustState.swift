@@ -24,7 +24,7 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
     let loadedAt: Int
 
     init(
-        config: ListenerConfig, verifyCallback: @convention(c) (gnutls_session_t?) -> Int32
+        config: ListenerConfig, previous: TrustState? = nil, verifyCallback: @convention(c) (gnutls_session_t?) -> Int32
     ) throws(TrustLoadError) {
         let certPath = config.cert!, keyPath = config.key!, caPath = config.caBundle!
         let certBytes = try Self.read(certPath)
@@ -51,7 +51,7 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
 
         var crlSet = CRLSet()
         if let dir = config.crlDir {
-            do { crlSet = try CRLSet.load(directory: dir, trustedCAs: caBytes) } catch {
+            do { crlSet = try CRLSet.load(directory: dir, trustedCAs: caBytes, previous: previous?.crls) } catch {
                 throw TrustLoadError(file: dir, message: "cannot read the CRL folder: \(String(cString: strerror(error.errno)))")
             }
         }

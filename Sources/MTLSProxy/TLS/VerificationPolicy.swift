@@ -31,7 +31,7 @@ public enum RefusalReason: String, Sendable, CaseIterable {
 }
 
 /// One certificate of the client chain as the revocation check sees it.
-struct ChainLink: Sendable, Equatable {
+struct ChainLink: Sendable, Hashable {
     var issuerKey: [UInt8]
     var serial: [UInt8]
 }

@@ -1,0 +1,102 @@
+import CGnuTLSShim
+import Glibc
+
+/// inotify watches on the folders that hold a listener's files: the CRL folder (any
+/// change in it) and the folders of the certificate, key and CA bundle (changes to those
+/// names only), plus the parent of the CRL folder, so that a folder swapped whole (a
+/// symlink flipped, as Kubernetes does with secrets) is noticed too.
+final class InotifyWatch {
+    let fd: Int32
+    /// watch descriptor -> (listener index, names that matter; nil = every name)
+    private var targets: [Int32: [(listener: Int, names: Set<String>?)]] = [:]
+
+    static let folderEvents = UInt32(IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_MODIFY
+        | IN_DELETE_SELF | IN_MOVE_SELF | IN_ATTRIB)
+    static let parentEvents = UInt32(IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB)
+
+    init() throws(SystemError) {
+        fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0 else { throw SystemError("inotify_init1") }
+    }
+
+    deinit { close(fd) }
+
+    /// (Re)adds the watches of every listener. Adding a watch again for the same inode
+    /// returns the same descriptor, so this is cheap to repeat after each reload (a
+    /// swapped folder then gets its new inode watched).
+    func watch(_ listeners: [ListenerConfig]) {
+        targets.removeAll()
+        for (index, listener) in listeners.enumerated() {
+            if let dir = listener.crlDir {
+                add(dir, mask: Self.folderEvents, listener: index, names: nil)
+                add(parent(of: dir), mask: Self.parentEvents, listener: index, names: [basename(of: dir)])
+            }
+            for file in [listener.cert!, listener.key!, listener.caBundle!] {
+                add(parent(of: file), mask: Self.parentEvents, listener: index, names: [basename(of: file)])
+            }
+        }
+    }
+
+    private func add(_ path: String, mask: UInt32, listener: Int, names: Set<String>?) {
+        let wd = inotify_add_watch(fd, path, mask)
+        guard wd >= 0 else { return }  // a missing folder: the periodic rescan still sees it appear
+        targets[wd, default: []].append((listener, names))
+    }
+
+    /// Reads what is pending; returns the listeners concerned.
+    func drain() -> Set<Int> {
+        var touched = Set<Int>()
+        let capacity = 16 * 1024
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer, capacity)
+            if n <= 0 { break }
+            var offset = 0
+            // inotify_event ends in a flexible name array: read the fixed part by offset.
+            while offset + 16 <= n {
+                let wd = buffer.load(fromByteOffset: offset, as: Int32.self)
+                let length = Int(buffer.load(fromByteOffset: offset + 12, as: UInt32.self))
+                let nameBytes = UnsafeRawBufferPointer(start: buffer + offset + 16, count: length)
+                let name = String(decoding: nameBytes.prefix(while: { $0 != 0 }), as: UTF8.self)
+                for target in targets[wd] ?? [] where target.names == nil || target.names!.contains(name) || name.isEmpty {
+                    touched.insert(target.listener)
+                }
+                offset += 16 + length
+            }
+        }
+        return touched
+    }
+
+    private func parent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    private func basename(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+}
+
+/// What the files of a listener look like on disk (inode, size, modification time of
+/// each file, after following links), compared every few seconds: the fallback for
+/// changes inotify does not report (network file systems, a watch that was lost).
+enum FileFingerprint {
+    static func of(_ listener: ListenerConfig) -> [String] {
+        var parts: [String] = []
+        var files = [listener.cert!, listener.key!, listener.caBundle!]
+        if let dir = listener.crlDir {
+            files += ((try? CRLSet.listFiles(dir)) ?? []).map { dir + "/" + $0 }
+        }
+        for file in files {
+            var info = stat()
+            if stat(file, &info) == 0 {
+                parts.append("\(file) \(info.st_ino) \(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)")
+            } else {
+                parts.append("\(file) missing")
+            }
+        }
+        return parts
+    }
+}

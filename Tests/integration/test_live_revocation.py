@@ -1,0 +1,285 @@
+"""Live revocation: a CRL dropped into the folder bites within 2 seconds, on new
+handshakes and on open connections, which get an LDAP Notice of Disconnection between
+two complete messages. Reloads never let anyone through who should not be."""
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+import ldapwire
+import pki as pki_module
+from helpers import converse, free_port, proxy_config, refusal, round_trip, tls_connect, wait_until
+
+
+class LdapClient:
+    """An LDAP client over the proxy's TLS, speaking just enough LDAP to search."""
+
+    def __init__(self, port, pki, name):
+        self.sock = tls_connect(port, pki, name)
+        self.buffer = b""
+        self.next_id = 1
+
+    def _receive(self):
+        data = self.sock.recv(65536)  # b"" only after close_notify (ragged EOFs raise)
+        self.buffer += data
+        return data
+
+    def search_ok(self, attribute="uid"):
+        message_id = self.next_id
+        self.next_id += 1
+        self.sock.sendall(ldapwire.search_request(message_id, attribute=attribute))
+        while True:
+            messages, self.buffer = ldapwire.split_messages(self.buffer)
+            for message in messages:
+                mid, op, code, _ = ldapwire.describe(message)
+                if op == ldapwire.SEARCH_RESULT_DONE and mid == message_id:
+                    return code == 0
+            assert self._receive(), "connection closed during a search"
+
+    def read_until_close(self, timeout):
+        """Reads everything to the end: returns the complete messages and what is left."""
+        self.sock.settimeout(timeout)
+        while self._receive():
+            pass
+        return ldapwire.split_messages(self.buffer)
+
+    def close(self):
+        self.sock.close()
+
+
+def assert_ends_with_notice(messages, leftover, code=8):
+    assert leftover == b"", f"a message was cut: {len(leftover)} bytes of one are left over"
+    assert messages, "nothing was received"
+    message_id, op, result, name = ldapwire.describe(messages[-1])
+    assert (message_id, op, result, name) == (0, ldapwire.EXTENDED_RESPONSE, code, ldapwire.NOTICE_OF_DISCONNECTION)
+
+
+@pytest.fixture
+def crl_dir(pki, tmp_path):
+    target = tmp_path / "crl"
+    target.mkdir()
+    for issuer, names in pki_module.REVOKED.items():
+        pki_module.write_crl(pki, issuer, str(target / f"{issuer}.crl"), names, number=1)
+    return str(target)
+
+
+def revoke(pki, crl_dir, *names, number=2):
+    pki_module.write_crl(pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"),
+                         ["revoked-int", *names], number=number)
+
+
+@pytest.fixture
+def ldap_proxy(start_proxy, pki, slapd, crl_dir):
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, slapd, crl_dir=crl_dir))
+    proxy.port = port
+    return proxy
+
+
+def test_revocation_closes_live_connections_of_that_certificate_only(ldap_proxy, pki, crl_dir):
+    carol1, carol2, alice = (LdapClient(ldap_proxy.port, pki, n) for n in ["carol", "carol", "alice"])
+    assert carol1.search_ok() and carol2.search_ok() and alice.search_ok()
+
+    revoke(pki, crl_dir, "carol")
+    # Rule 4: within 2 s. The read deadline is that bound plus scheduling slack.
+    for client in (carol1, carol2):
+        messages, leftover = client.read_until_close(timeout=3)
+        assert_ends_with_notice(messages, leftover, code=8)
+    assert alice.search_ok(), "a connection of another certificate was disturbed"
+    assert "revoked" in refusal(ldap_proxy.port, pki, "carol").lower()
+    ldap_proxy.wait_for_log("end=revoked", count=2)
+    assert len(ldap_proxy.log_lines("UID=carol.*end=revoked.*Notice of Disconnection sent")) == 2
+    alice.close()
+
+
+def test_ldapsearch_reports_the_notice(ldap_proxy, pki, crl_dir):
+    env = dict(os.environ, LDAPTLS_CACERT=f"{pki}/root-ca.pem", LDAPTLS_CERT=f"{pki}/carol.pem",
+               LDAPTLS_KEY=f"{pki}/carol.key")
+    # Paged results with a prompt keep ldapsearch's connection open between pages.
+    process = subprocess.Popen(
+        ["stdbuf", "-o0", "ldapsearch", "-x", "-H", f"ldaps://localhost:{ldap_proxy.port}", "-b",
+         "dc=example,dc=com", "-E", "pr=1/prompt", "(objectClass=*)", "dn"],
+        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = b""
+    while b"Press [size] Enter" not in output:
+        chunk = os.read(process.stdout.fileno(), 4096)
+        assert chunk, output.decode()
+        output += chunk
+    revoke(pki, crl_dir, "carol")
+    ldap_proxy.wait_for_log("end=revoked")
+    process.stdin.write(b"\n")
+    process.stdin.flush()
+    rest = process.communicate(timeout=20)[0].decode()
+    assert "Strong(er) authentication required (8)" in rest, rest
+    assert "client certificate revoked" in rest
+    assert process.returncode == 8
+
+
+def test_streaming_search_is_cut_between_messages(start_proxy, pki, big_slapd, crl_dir):
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, big_slapd, crl_dir=crl_dir))
+    client = LdapClient(port, pki, "carol")
+    client.sock.sendall(ldapwire.search_request(1, attribute="objectClass"))
+    client._receive()  # the stream has started; now stop reading while the CRL lands
+    revoke(pki, crl_dir, "carol")
+    proxy.wait_for_log("reloaded")
+    # Reading again lets the proxy finish the message in flight, then send the notice.
+    messages, leftover = client.read_until_close(timeout=10)
+    assert_ends_with_notice(messages, leftover, code=8)
+    entries = sum(1 for m in messages if ldapwire.describe(m)[1] == ldapwire.SEARCH_RESULT_ENTRY)
+    assert 0 < entries < 20000, f"{entries} entries: the search was not cut mid-stream"
+    assert all(ldapwire.describe(m)[0] == 1 for m in messages[:-1])
+
+
+def test_newer_crl_without_the_serial_lets_it_back_in(ldap_proxy, pki, crl_dir):
+    revoke(pki, crl_dir, "carol", number=2)
+    wait_until(lambda: "revoked" in refusal(ldap_proxy.port, pki, "carol").lower(), what="carol refused")
+    revoke(pki, crl_dir, number=3)  # removeFromCRL: carol is no longer listed
+
+    def carol_searches():
+        try:
+            return LdapClient(ldap_proxy.port, pki, "carol").search_ok()
+        except (OSError, ssl.SSLError):
+            return False
+    wait_until(carol_searches, what="carol back in", timeout=5)
+
+
+def test_crl_written_in_two_steps_never_lets_a_revoked_certificate_through(start_proxy, pki, backend, crl_dir):
+    # best-effort: a missing CRL would let revoked-int in, so only keeping the CRL that
+    # was loaded from the half-written file holds the line.
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=crl_dir, crl_policy="best-effort"))
+    path = os.path.join(crl_dir, "intermediate.crl")
+    with open(path, "rb") as f:
+        content = f.read()
+    open(path, "wb").close()  # step one: truncate
+    proxy.wait_for_log("keeping the CRL of CN=Intermediate CA")  # a reload saw the empty file
+    for _ in range(5):
+        assert "revoked" in refusal(port, pki, "revoked-int").lower()
+    with open(path, "wb") as f:  # step two: write
+        f.write(content)
+    proxy.wait_for_log("reloaded", count=2)
+    assert "revoked" in refusal(port, pki, "revoked-int").lower()
+    assert round_trip(port, pki, "alice") == b"ping\n"
+
+
+def test_forged_crl_at_run_time_changes_nothing(start_proxy, pki, backend, crl_dir):
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=crl_dir))
+    live = tls_connect(port, pki, "alice")
+    pki_module.write_crl(pki, "intermediate", os.path.join(crl_dir, "zz-forged.crl"), ["alice"],
+                         number=10**9, forged=True)
+    proxy.wait_for_log("zz-forged.crl.*(does not verify|stranger)")
+    live.sendall(b"still here\n")
+    assert live.recv(100) == b"still here\n"
+    assert round_trip(port, pki, "alice") == b"ping\n"
+    assert "revoked" in refusal(port, pki, "revoked-int").lower()
+    live.close()
+
+
+def test_500_handshakes_while_the_crl_folder_is_rewritten_50_times(start_proxy, pki, backend, crl_dir):
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=crl_dir))
+    results, done = [], threading.Event()
+
+    def handshakes():
+        for i in range(500):
+            try:
+                results.append(round_trip(port, pki, ["alice", "bob"][i % 2], b"x") == b"x")
+            except (OSError, ssl.SSLError) as e:
+                results.append(repr(e))
+        done.set()
+
+    worker = threading.Thread(target=handshakes)
+    worker.start()
+    for rewrite in range(50):
+        # Pace the rewrites by the handshakes, so that they overlap the whole run.
+        wait_until(lambda: len(results) >= rewrite * 10 or done.is_set(), timeout=60, what="handshake progress")
+        issuer = ["root", "intermediate"][rewrite % 2]
+        pki_module.write_crl(pki, issuer, os.path.join(crl_dir, f"{issuer}.crl"),
+                             pki_module.REVOKED[issuer], number=100 + rewrite)
+    worker.join(120)
+    failures = [r for r in results if r is not True]
+    assert len(results) == 500 and not failures, failures[:5]
+    assert len(proxy.log_lines("reloaded")) >= 5
+
+
+def test_crl_that_expires_while_running_flips_strict_to_refusal(start_proxy, pki, backend, crl_dir):
+    pki_module.write_crl(pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"), ["revoked-int"],
+                         next_update_seconds=3)
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=crl_dir))
+    assert round_trip(port, pki, "alice") == b"ping\n"
+    wait_until(lambda: "certificate unknown" in refusal(port, pki, "alice").lower().replace("_", " "),
+               timeout=15, interval=0.2, what="alice refused once the CRL is stale")
+    proxy.wait_for_log("reason=crl_expired")
+    proxy.wait_for_log("CRL is past its nextUpdate")
+    assert round_trip(port, pki, "bob") == b"ping\n"  # the root's CRL is still current
+
+
+def test_kubernetes_style_folder_swap(start_proxy, pki, backend, tmp_path):
+    # Files are links into ..data, a link to a timestamped folder that is swapped whole.
+    crl_dir = tmp_path / "mounted"
+    crl_dir.mkdir()
+
+    def publish(version, revoked_int):
+        folder = crl_dir / f"..{version}"
+        folder.mkdir()
+        pki_module.write_crl(pki, "root", str(folder / "root.crl"), pki_module.REVOKED["root"], number=version)
+        pki_module.write_crl(pki, "intermediate", str(folder / "intermediate.crl"), revoked_int, number=version)
+        os.symlink(folder.name, crl_dir / "..data_tmp")
+        os.rename(crl_dir / "..data_tmp", crl_dir / "..data")
+
+    publish(1, ["revoked-int"])
+    for name in ["root.crl", "intermediate.crl"]:
+        os.symlink(f"..data/{name}", crl_dir / name)
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=str(crl_dir)))
+    assert round_trip(port, pki, "carol") == b"ping\n"
+    publish(2, ["revoked-int", "carol"])
+    wait_until(lambda: "revoked" in refusal(port, pki, "carol").lower(), timeout=5, what="carol refused")
+    assert round_trip(port, pki, "alice") == b"ping\n"
+
+
+def test_server_certificate_file_change_reloads_without_sighup(start_proxy, pki, backend, tmp_path):
+    import shutil
+
+    from cryptography import x509
+    for name in ["server.pem", "server.key"]:
+        shutil.copy(os.path.join(pki, name), tmp_path / name)
+    port = free_port()
+    text = proxy_config(pki, port, backend.address).replace(f"{pki}/server.pem", str(tmp_path / "server.pem")) \
+        .replace(f"{pki}/server.key", str(tmp_path / "server.key"))
+    proxy = start_proxy(text)
+    inter, inter_key = pki_module.load(pki, "intermediate-ca")
+    key = pki_module.new_key()
+    cert = pki_module.make_cert(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")]), key,
+                                inter, inter_key, eku=[x509.ExtendedKeyUsageOID.SERVER_AUTH],
+                                san=pki_module.server_names())
+    # Key first, then certificate, each replaced atomically: between the two a reload
+    # may fail (mismatch) and keep the old pair; the final state must be the new pair.
+    pki_module.write_key(str(tmp_path / "server.key.new"), key)
+    os.replace(tmp_path / "server.key.new", tmp_path / "server.key")
+    pki_module.write_pem(str(tmp_path / "server.pem.new"), cert, inter)
+    os.replace(tmp_path / "server.pem.new", tmp_path / "server.pem")
+
+    def serial():
+        with tls_connect(port, pki, "alice") as s:
+            return x509.load_der_x509_certificate(s.getpeercert(binary_form=True)).serial_number
+    wait_until(lambda: serial() == cert.serial_number, timeout=5, what="new certificate served")
+
+
+def test_shutdown_grace_end_sends_notice_unavailable(start_proxy, pki, slapd):
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, slapd, globals_={"shutdown_grace": "1s"}))
+    client = LdapClient(port, pki, "alice")
+    assert client.search_ok()
+    proxy.signal(signal.SIGTERM)
+    messages, leftover = client.read_until_close(timeout=10)
+    assert_ends_with_notice(messages, leftover, code=52)
+    assert proxy.process.wait(10) == 0
