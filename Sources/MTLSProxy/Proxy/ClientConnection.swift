@@ -393,7 +393,6 @@ final class ClientConnection: EventHandler, TimerTarget {
                 if closing != nil && pendingRecordSize == 0 {
                     // Closing: send only what finishes the message in flight.
                     let held = UnsafeRawBufferPointer(start: toClient.readable, count: toClient.count)
-                    if framer.isBroken { return terminate(closing!.end, detail: closing!.detail + "; backend stream is not LDAP") }
                     if let toBoundary = framer.bytesToBoundary(in: held) {
                         if toBoundary == 0 { break }
                         size = min(size, toBoundary)
@@ -417,6 +416,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             }
             if closing != nil && pendingRecordSize == 0 && clientWritable {
                 if framer.isAtBoundary { return sendNoticeAndClose() }
+                if framer.isBroken { return terminate(closing!.end, detail: closing!.detail + "; backend stream is not LDAP") }
                 if backendDone && toClient.isEmpty {
                     return terminate(closing!.end, detail: closing!.detail + "; backend closed mid-message")
                 }

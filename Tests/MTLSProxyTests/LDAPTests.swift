@@ -1,0 +1,58 @@
+import XCTest
+
+@testable import MTLSProxy
+
+final class LDAPTests: XCTestCase {
+    func testNoticeOfDisconnectionBytes() {
+        let oid = Array("1.3.6.1.4.1.1466.20036".utf8)
+        let text = Array("client certificate revoked".utf8)
+        var response: [UInt8] = [0x0a, 0x01, 0x08, 0x04, 0x00, 0x04, UInt8(text.count)] + text
+        response += [0x8a, UInt8(oid.count)] + oid
+        let op: [UInt8] = [0x78, UInt8(response.count)] + response
+        let body: [UInt8] = [0x02, 0x01, 0x00] + op
+        XCTAssertEqual(NoticeOfDisconnection.revoked, [0x30, UInt8(body.count)] + body)
+        XCTAssertEqual(NoticeOfDisconnection.shuttingDown[9], 52, "resultCode unavailable")
+    }
+
+    private func advance(_ framer: inout LDAPMessageFramer, _ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { framer.advance($0) }
+    }
+
+    private func toBoundary(_ framer: LDAPMessageFramer, _ bytes: [UInt8]) -> Int? {
+        bytes.withUnsafeBytes { framer.bytesToBoundary(in: $0) }
+    }
+
+    func testFramerFollowsShortAndLongLengths() {
+        var framer = LDAPMessageFramer()
+        XCTAssertTrue(framer.isAtBoundary)
+        let short: [UInt8] = [0x30, 0x03, 0x02, 0x01, 0x05]
+        let long: [UInt8] = [0x30, 0x82, 0x01, 0x00] + [UInt8](repeating: 0x41, count: 256)
+        advance(&framer, short + long)
+        XCTAssertTrue(framer.isAtBoundary)
+        advance(&framer, Array(long.prefix(3)))  // inside a length
+        XCTAssertFalse(framer.isAtBoundary)
+        advance(&framer, Array(long.dropFirst(3).prefix(100)))
+        XCTAssertFalse(framer.isAtBoundary)
+        advance(&framer, Array(long.dropFirst(103)))
+        XCTAssertTrue(framer.isAtBoundary)
+    }
+
+    func testBytesToBoundaryLooksAheadWithoutMoving() {
+        var framer = LDAPMessageFramer()
+        let message: [UInt8] = [0x30, 0x05, 1, 2, 3, 4, 5]
+        advance(&framer, Array(message.prefix(3)))
+        XCTAssertEqual(toBoundary(framer, Array(message.dropFirst(3)) + [0x30, 0x00]), 4)
+        XCTAssertNil(toBoundary(framer, [4]), "the message continues past what is held")
+        XCTAssertFalse(framer.isAtBoundary, "looking ahead does not consume")
+        XCTAssertEqual(toBoundary(LDAPMessageFramer(), [0x30]), 0)
+    }
+
+    func testFramerRefusesWhatIsNotLDAP() {
+        for bytes: [UInt8] in [[0x31, 0x00], [0x30, 0x80], [0x30, 0x85, 1, 1, 1, 1, 1], [0x30, 0x84, 0x7f, 0xff, 0xff, 0xff]] {
+            var framer = LDAPMessageFramer()
+            advance(&framer, bytes)
+            XCTAssertTrue(framer.isBroken, "\(bytes)")
+            XCTAssertNil(toBoundary(framer, [0x30, 0x00]))
+        }
+    }
+}
