@@ -92,7 +92,6 @@ public enum ConfigParser {
             ("verify_cert_in_directory = yes", listener.verifyCertInDirectory),
             ("cert_map = search", listener.certMap == .search),
             ("proxy_protocol = v2", listener.proxyProtocol == .v2),
-            ("ticket_key_file", listener.ticketKeyFile != nil),
             ("allow_* lists", !(listener.allowSubject.isEmpty && listener.allowCN.isEmpty && listener.allowOU.isEmpty
                 && listener.allowSANDNS.isEmpty && listener.allowSANEmail.isEmpty && listener.allowSANURI.isEmpty)),
         ]

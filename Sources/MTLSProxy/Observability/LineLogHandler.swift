@@ -11,7 +11,7 @@ public struct LineLogHandler: LogHandler {
     let format: LogFormat
 
     static let keyOrder = [
-        "listener", "client", "subject", "issuer", "serial", "tls", "cipher", "bytes_in", "bytes_out",
+        "listener", "client", "subject", "issuer", "serial", "tls", "cipher", "resumed", "bytes_in", "bytes_out",
         "duration_ms", "end", "reason", "detail",
     ]
 

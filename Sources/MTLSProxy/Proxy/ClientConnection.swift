@@ -56,6 +56,7 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var bytesToClient = 0
     private var tlsVersion: String?
     private var cipher: String?
+    private var resumed = false
     /// Message boundaries of what the client has received, so that a Notice of
     /// Disconnection never lands inside another message.
     private var framer = LDAPMessageFramer()
@@ -102,6 +103,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE)
         gnutls_transport_set_int2(session, clientFD, clientFD)
         gnutls_session_set_ptr(session, Unmanaged.passUnretained(self).toOpaque())
+        listener.ticketKey?.enable(on: session)
         worker.loop.register(fd: clientFD, events: Epoll.input, handler: self)
         clientMask = Epoll.input
         deadline = acceptedAt + listener.config.handshakeTimeoutNanos
@@ -114,7 +116,7 @@ final class ClientConnection: EventHandler, TimerTarget {
     func verifyPeerDuringHandshake() -> Int32 {
         guard let session else { return -1 }
         captureSessionInfo()
-        let result = PeerVerifier.verify(session: session, trust: trust)
+        let result = worker.verificationCache.verify(session: session, trust: trust)
         identity = result.identity
         chain = result.chain
         verified = true
@@ -169,6 +171,7 @@ final class ClientConnection: EventHandler, TimerTarget {
 
     private func handshakeCompleted() {
         captureSessionInfo()
+        if let session { resumed = gnutls_session_is_resumed(session) != 0 }
         // Resumed sessions skip the verify callback: check them like a full handshake.
         if !verified {
             if verifyPeerDuringHandshake() != 0 { return refuse() }
@@ -553,6 +556,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             metadata["issuer"] = "\(identity.issuer)"
             metadata["serial"] = "\(identity.serialHex)"
         }
+        if resumed { metadata["resumed"] = "yes" }
         if let refusal { metadata["reason"] = "\(refusal.rawValue)" }
         if let detail { metadata["detail"] = "\(detail)" }
         let level: Logger.Level = (end == .closed || end == .idleTimeout || end == .revoked) ? .info : .warning

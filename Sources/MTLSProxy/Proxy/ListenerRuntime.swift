@@ -10,6 +10,8 @@ final class ListenerRuntime: Sendable {
     let backendAddress: SocketAddress
     let metrics: ListenerMetrics
     let logger: Logger
+    /// nil when session_tickets = no: every connection then makes a full handshake.
+    let ticketKey: TicketKey?
     private let trustBox: Mutex<TrustState>
     /// Connections open on all workers, for max_connections.
     let active = Atomic<Int>(0)
@@ -18,8 +20,9 @@ final class ListenerRuntime: Sendable {
     /// Last backend probe: 0 = not probed yet, 1 = answered, 2 = did not.
     let backendState = Atomic<Int>(0)
 
-    init(config: ListenerConfig, trust: TrustState, metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
+    init(config: ListenerConfig, trust: TrustState, ticketKey: TicketKey?, metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
         self.config = config
+        self.ticketKey = ticketKey
         name = config.name
         listenAddress = try SocketAddress.resolve(config.listen!)
         backendAddress = try SocketAddress.resolve(config.backend!)

@@ -26,13 +26,20 @@ public enum StartupError: Error, CustomStringConvertible {
 public struct LoadedConfiguration {
     let config: ProxyConfig
     let trusts: [TrustState]
+    let ticketKeys: [TicketKey?]
 
     public init(_ config: ProxyConfig) throws(StartupError) {
         self.config = config
         var trusts: [TrustState] = []
+        var ticketKeys: [TicketKey?] = []
         for listener in config.listeners {
             do {
                 trusts.append(try TrustState(config: listener, verifyCallback: peerVerifyCallback))
+                if listener.sessionTickets {
+                    ticketKeys.append(try listener.ticketKeyFile.map { file throws(TrustLoadError) in try TicketKey(file: file) } ?? TicketKey())
+                } else {
+                    ticketKeys.append(nil)
+                }
             } catch {
                 throw .configuration("[\(listener.name)] \(error)")
             }
@@ -43,6 +50,7 @@ public struct LoadedConfiguration {
             }
         }
         self.trusts = trusts
+        self.ticketKeys = ticketKeys
     }
 
     /// What `--check` prints: one block per listener.
@@ -101,10 +109,12 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
         let config = loaded.config
         GnuTLS.enableDebugLogFromEnvironment()
         SignalWatcher.blockInThisThread()
-        for (listenerConfig, trust) in zip(config.listeners, loaded.trusts) {
+        for (index, listenerConfig) in config.listeners.enumerated() {
+            let trust = loaded.trusts[index]
             do {
                 listeners.append(try ListenerRuntime(
-                    config: listenerConfig, trust: trust, metrics: metrics.listener(listenerConfig.name), logger: logger))
+                    config: listenerConfig, trust: trust, ticketKey: loaded.ticketKeys[index],
+                    metrics: metrics.listener(listenerConfig.name), logger: logger))
             } catch {
                 throw .configuration("[\(listenerConfig.name)] \(error)")
             }

@@ -6,6 +6,7 @@ import Logging
 final class Worker {
     let loop: EventLoop
     let pool = BufferPool()
+    let verificationCache = VerificationCache()
     private(set) var acceptors: [Acceptor] = []
     private var connections: [UInt64: ClientConnection] = [:]
     private(set) var draining = false

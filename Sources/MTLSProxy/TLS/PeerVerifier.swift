@@ -15,6 +15,23 @@ enum PeerVerifier {
         var refusal: RefusalReason?
         /// Every certificate of the chain, for revoking live connections later.
         var chain: [ChainLink] = []
+        /// Wall-clock second until which an acceptance stays true for the same state.
+        var validUntil = 0
+    }
+
+    /// The DER of every certificate the client sent, each behind its length: the key of
+    /// the verification cache (exact bytes, so no collision can alias two chains).
+    static func chainKey(session: gnutls_session_t) -> [UInt8]? {
+        var count: UInt32 = 0
+        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else { return nil }
+        var key: [UInt8] = []
+        for i in 0..<Int(count) {
+            let size = Int(peers[i].size)
+            key.reserveCapacity(key.count + size + 4)
+            withUnsafeBytes(of: UInt32(size).bigEndian) { key.append(contentsOf: $0) }
+            key.append(contentsOf: UnsafeBufferPointer(start: peers[i].data, count: size))
+        }
+        return key
     }
 
     static func verify(session: gnutls_session_t, trust: TrustState) -> Result {
@@ -49,9 +66,26 @@ enum PeerVerifier {
         if rc < 0 { return Result(identity: identity, refusal: .badCertificate) }
 
         let chain = chainLinks(leaf: leaf, sent: sent, trust: trust)
+        let now = wallClockSeconds()
         let refusal = VerificationPolicy.decide(
-            chainStatus: status, chain: chain, crls: trust.crls.byIssuer, policy: trust.crlPolicy, now: wallClockSeconds())
-        return Result(identity: identity, refusal: refusal, chain: chain)
+            chainStatus: status, chain: chain, crls: trust.crls.byIssuer, policy: trust.crlPolicy, now: now)
+        var result = Result(identity: identity, refusal: refusal, chain: chain)
+        result.validUntil = validUntil(sent: sent, chain: chain, trust: trust, now: now)
+        return result
+    }
+
+    /// Until when an acceptance may be reused: the first expiry of a certificate on the
+    /// path, or (under strict) of a CRL it depends on, and an hour at most.
+    private static func validUntil(sent: [CertificateInfo], chain: [ChainLink], trust: TrustState, now: Int) -> Int {
+        var until = now + 3600
+        for cert in sent { until = min(until, cert.notAfter) }
+        for link in chain {
+            if let ca = trust.caBySubject[link.issuerKey] { until = min(until, ca.notAfter) }
+            if trust.crlPolicy == .strict, let next = trust.crls.byIssuer[link.issuerKey]?.nextUpdate {
+                until = min(until, next)
+            }
+        }
+        return until
     }
 
     /// Walks from the leaf up to a self-issued anchor, through the trusted CAs first

@@ -1,5 +1,6 @@
 import CGnuTLSShim
 import Glibc
+import Synchronization
 
 /// A problem with a certificate, key, CA bundle or CRL folder: names the file.
 public struct TrustLoadError: Error, CustomStringConvertible, Sendable {
@@ -22,6 +23,8 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
     let crls: CRLSet
     let crlPolicy: CRLPolicy?
     let loadedAt: Int
+    /// Distinguishes states for the verification cache: a result holds for one state only.
+    let generation: UInt64
 
     init(
         config: ListenerConfig, previous: TrustState? = nil, verifyCallback: @convention(c) (gnutls_session_t?) -> Int32
@@ -102,7 +105,10 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
         credentials = creds
         priority = prio
         loadedAt = now
+        generation = TrustState.generations.add(1, ordering: .relaxed).newValue
     }
+
+    private static let generations = Atomic<UInt64>(0)
 
     deinit {
         gnutls_certificate_free_credentials(credentials)
