@@ -37,7 +37,7 @@ public enum DirectoryUnavailable: String, Sendable, CaseIterable { case reject, 
 
 public struct ListenerConfig: Sendable {
     public static let defaultPriority =
-        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:%SERVER_PRECEDENCE"
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:-CIPHER-ALL:+AES-128-GCM:+CHACHA20-POLY1305:+AES-256-GCM:%SERVER_PRECEDENCE"
 
     public var name: String
     /// Line of the `[name]` header, for messages about the whole section.

@@ -170,4 +170,5 @@ enum Epoll {
     static let hangup = EPOLLHUP.rawValue
     static let error = EPOLLERR.rawValue
     static let readHangup = EPOLLRDHUP.rawValue
+    static let edgeTriggeredBoth = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
 }

@@ -50,8 +50,8 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var backendDone = false  // FIN from the backend
     private var backendWriteShut = false
     private var byeSent = false
-    private var clientMask: UInt32 = 0
-    private var backendMask: UInt32 = 0
+    /// Bytes read from the client socket that GnuTLS has not taken yet (see ClientTransport).
+    private var readAhead = RelayBuffer()
     private var bytesFromClient = 0
     private var bytesToClient = 0
     private var tlsVersion: String?
@@ -101,11 +101,13 @@ final class ClientConnection: EventHandler, TimerTarget {
         gnutls_priority_set(session, trust.priority)
         gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(trust.credentials))
         gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE)
-        gnutls_transport_set_int2(session, clientFD, clientFD)
-        gnutls_session_set_ptr(session, Unmanaged.passUnretained(self).toOpaque())
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        gnutls_session_set_ptr(session, context)
+        ClientTransport.attach(session, context: context)
         listener.ticketKey?.enable(on: session)
-        worker.loop.register(fd: clientFD, events: Epoll.input, handler: self)
-        clientMask = Epoll.input
+        // Edge-triggered, both directions, registered once: readiness is tracked in the
+        // flags below and cleared on EAGAIN, so no epoll_ctl is needed per state change.
+        worker.loop.register(fd: clientFD, events: Epoll.edgeTriggeredBoth, handler: self)
         deadline = acceptedAt + listener.config.handshakeTimeoutNanos
         worker.loop.arm(self, at: deadline)
         driveHandshake()
@@ -136,10 +138,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         while true {
             let rc = gnutls_handshake(session)
             if rc == 0 { return handshakeCompleted() }
-            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
-                setClientInterest(gnutls_record_get_direction(session) == 1 ? Epoll.output : Epoll.input)
-                return
-            }
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED { return }  // the next edge drives it on
             if gnutls_error_is_fatal(rc) == 0 { continue }  // a warning alert: carry on
             return handshakeFailed(rc)
         }
@@ -193,11 +192,12 @@ final class ClientConnection: EventHandler, TimerTarget {
         listener.metrics.refusals[refusal ?? .handshakeFailed]?.increment()
         if let session { gnutls_deinit(session) }
         session = nil
+        readAhead.discard(to: worker.pool)
         shutdown(clientFD, Int32(SHUT_WR))
         phase = .lingering
-        setClientInterest(Epoll.input)
         deadline = monotonicNanos() + 2_000_000_000
         worker.loop.arm(self, at: deadline)
+        drainLingering()  // edge-triggered: what is already there brings no new event
     }
 
     private func drainLingering() {
@@ -213,19 +213,17 @@ final class ClientConnection: EventHandler, TimerTarget {
     // MARK: - Backend
 
     private func connectBackend(now: UInt64) {
-        phase = .connecting
-        setClientInterest(0)  // nothing from the client is read until the backend is there
+        phase = .connecting  // nothing from the client is read until the backend is there
         switch Socket.connect(to: listener.backendAddress) {
         case .failed(let error):
             return backendUnavailable("\(error)")
         case .connected(let fd):
             backendFD = fd
-            worker.loop.register(fd: fd, events: 0, handler: self)
+            worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
             backendConnected()
         case .inProgress(let fd):
             backendFD = fd
-            worker.loop.register(fd: fd, events: Epoll.output, handler: self)
-            backendMask = Epoll.output
+            worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
             deadline = now + listener.config.connectTimeoutNanos
             worker.loop.arm(self, at: deadline)
         }
@@ -252,26 +250,27 @@ final class ClientConnection: EventHandler, TimerTarget {
 
     func handleEvent(fd: Int32, events: UInt32) {
         let failed = events & (Epoll.error | Epoll.hangup) != 0
+        let readable = events & (Epoll.input | Epoll.readHangup) != 0 || failed
+        let writable = events & Epoll.output != 0 || failed
         if fd == clientFD {
+            if readable { clientReadable = true }
+            if writable { clientWritable = true }
             switch phase {
             case .handshaking: driveHandshake()
             case .lingering: drainLingering()
-            case .relaying:
-                if events & Epoll.input != 0 || failed { clientReadable = true }
-                if events & Epoll.output != 0 || failed { clientWritable = true }
-                pump()
+            case .relaying: pump()
             case .connecting, .closed: break
             }
         } else if fd == backendFD {
+            if readable { backendReadable = true }
+            if writable { backendWritable = true }
             switch phase {
             case .connecting:
+                guard writable else { return }
                 let error = Socket.pendingError(fd)
                 if error != 0 { return backendUnavailable(String(cString: strerror(error))) }
                 backendConnected()
-            case .relaying:
-                if events & Epoll.input != 0 || failed { backendReadable = true }
-                if events & Epoll.output != 0 || failed { backendWritable = true }
-                pump()
+            case .relaying: pump()
             default: break
             }
         }
@@ -332,7 +331,7 @@ final class ClientConnection: EventHandler, TimerTarget {
 
             // Client -> buffer. GnuTLS may hold decrypted bytes the socket no longer shows.
             while closing == nil && !clientDone && toBackend.hasSpace
-                && (clientReadable || gnutls_record_check_pending(session) > 0)
+                && (clientReadable || !readAhead.isEmpty || gnutls_record_check_pending(session) > 0)
             {
                 let space = toBackend.writable(from: pool)
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
@@ -392,7 +391,7 @@ final class ClientConnection: EventHandler, TimerTarget {
 
             // Buffer -> client.
             while (pendingRecordSize > 0 || !toClient.isEmpty) && clientWritable {
-                var size = pendingRecordSize > 0 ? pendingRecordSize : min(toClient.count, BufferPool.bufferSize)
+                var size = pendingRecordSize > 0 ? pendingRecordSize : min(toClient.count, BufferPool.maxRecordSize)
                 if closing != nil && pendingRecordSize == 0 {
                     // Closing: send only what finishes the message in flight.
                     let held = UnsafeRawBufferPointer(start: toClient.readable, count: toClient.count)
@@ -443,34 +442,6 @@ final class ClientConnection: EventHandler, TimerTarget {
             return finish(.closed)
         }
         if moved { touch() }
-        updateInterest()
-    }
-
-    private func updateInterest() {
-        var client: UInt32 = 0
-        if closing == nil && !clientDone && toBackend.hasSpace && !clientReadable { client |= Epoll.input }
-        let wantsToWrite = pendingRecordSize > 0 || !toClient.isEmpty || (backendDone && !byeSent) || closing != nil
-        if wantsToWrite && !clientWritable { client |= Epoll.output }
-        setClientInterest(client)
-
-        var backend: UInt32 = 0
-        if !backendDone && toClient.hasSpace && !backendReadable { backend |= Epoll.input }
-        if !toBackend.isEmpty && !backendWritable { backend |= Epoll.output }
-        setBackendInterest(backend)
-    }
-
-    private func setClientInterest(_ mask: UInt32) {
-        if mask != clientMask {
-            clientMask = mask
-            worker.loop.modify(fd: clientFD, events: mask)
-        }
-    }
-
-    private func setBackendInterest(_ mask: UInt32) {
-        if mask != backendMask && backendFD >= 0 {
-            backendMask = mask
-            worker.loop.modify(fd: backendFD, events: mask)
-        }
     }
 
     // MARK: - Closing
@@ -496,7 +467,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             closing.noticePending = true
             self.closing = closing
             clientWritable = false
-            return updateInterest()
+            return
         }
         terminate(closing.end, detail: closing.detail + (rc > 0 ? "; Notice of Disconnection sent" : ""))
     }
@@ -532,6 +503,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         session = nil
         toBackend.discard(to: worker.pool)
         toClient.discard(to: worker.pool)
+        readAhead.discard(to: worker.pool)
         worker.forget(self)
         worker.unindex(self)
         listener.releaseSlot()
@@ -571,5 +543,47 @@ final class ClientConnection: EventHandler, TimerTarget {
         tlsVersion = gnutls_protocol_get_name(gnutls_protocol_get_version(session)).map { String(cString: $0) }
         let name = gnutls_cipher_get_name(gnutls_cipher_get(session)).map { String(cString: $0) }
         cipher = name == "NULL" ? nil : name
+    }
+}
+
+// MARK: - Transport
+
+extension ClientConnection {
+    /// GnuTLS wants `count` bytes: serve them from the read-ahead, refilling it with one
+    /// recv(2) when it is empty. GnuTLS reads a record's header and body separately; with
+    /// the read-ahead both come from a single system call (and several records too).
+    func pull(into destination: UnsafeMutableRawPointer, count: Int) -> Int {
+        if readAhead.isEmpty {
+            let space = readAhead.writable(from: worker.pool)
+            let n = recv(clientFD, space.pointer, space.count, 0)
+            if n <= 0 {
+                let error = errno
+                readAhead.releaseIfEmpty(to: worker.pool)
+                if n == 0 { return 0 }
+                if error == EAGAIN { clientReadable = false }
+                if let session { gnutls_transport_set_errno(session, error) }
+                return -1
+            }
+            readAhead.commit(n)
+        }
+        let n = min(count, readAhead.count)
+        destination.copyMemory(from: readAhead.readable, byteCount: n)
+        readAhead.consume(n)
+        readAhead.releaseIfEmpty(to: worker.pool)
+        return n
+    }
+
+    /// GnuTLS sends records: one sendmsg(2) for all the pieces it hands over.
+    func push(_ vectors: UnsafePointer<iovec>, count: Int32) -> Int {
+        var message = msghdr()
+        message.msg_iov = UnsafeMutablePointer(mutating: vectors)
+        message.msg_iovlen = Int(count)
+        let n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL))
+        if n < 0 {
+            let error = errno
+            if error == EAGAIN { clientWritable = false }
+            if let session { gnutls_transport_set_errno(session, error) }
+        }
+        return n
     }
 }

@@ -1,12 +1,16 @@
 /// Fixed-size byte buffers for the relay, recycled per event loop: a connection holds a
 /// buffer only while bytes are in flight, so idle connections cost no buffer memory.
 final class BufferPool {
-    /// One TLS record's worth of plaintext: what gnutls_record_recv can return at once.
-    static let bufferSize = 16 * 1024
+    /// Four TLS records' worth: one recv(2) from the backend or the client fills several
+    /// records, and one send(2) to the backend drains several. Held only while bytes
+    /// are in flight, so idle connections do not pay for the size.
+    static let bufferSize = 64 * 1024
+    /// The most plaintext one TLS record carries.
+    static let maxRecordSize = 16 * 1024
     private var free: [UnsafeMutableRawPointer] = []
     private let keep: Int
 
-    init(keep: Int = 256) { self.keep = keep }
+    init(keep: Int = 64) { self.keep = keep }
 
     deinit { for buffer in free { buffer.deallocate() } }
 
