@@ -115,7 +115,8 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1):
+def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1,
+             extensions=()):
     next_update = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=next_update_seconds)
     # An expired CRL was issued before it expired.
     this_update = this_update or min(NOW - datetime.timedelta(minutes=5), next_update - DAY)
@@ -126,9 +127,11 @@ def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400,
                .add_extension(x509.CRLNumber(number), critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
                               critical=False))
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=True)
+    revocation = x509.RevokedCertificateBuilder().revocation_date(this_update)
     for serial in serials:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(this_update).build())
+        builder = builder.add_revoked_certificate(revocation.serial_number(serial).build())
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -138,14 +141,14 @@ def serial_of(dirpath, name):
 
 
 def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, number=None, der=False,
-              forged=False):
+              forged=False, extensions=()):
     """Writes a CRL of `issuer` revoking the named clients (or raw serials)."""
     cert, key = load(dirpath, f"{issuer}-ca")
     if forged:
         key = new_key()  # same issuer name, a key nobody trusts
     serials = [s if isinstance(s, int) else serial_of(dirpath, s) for s in revoke]
     number = number if number is not None else int(datetime.datetime.now().timestamp() * 1000)
-    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number)
+    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
         f.write(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))

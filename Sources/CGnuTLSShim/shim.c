@@ -3,6 +3,7 @@
 #endif
 #include "shim.h"
 #include <signal.h>
+#include <malloc.h>
 
 int shim_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
@@ -18,4 +19,8 @@ int shim_block_signals(const int *signals, int count, sigset_t *out) {
         sigaddset(out, signals[i]);
     }
     return pthread_sigmask(SIG_BLOCK, out, NULL);
+}
+
+int shim_malloc_trim(void) {
+    return malloc_trim(0);
 }

@@ -38,9 +38,18 @@ final class ValueParsingTests: XCTestCase {
     }
 
     func testSerialsCompareWithoutLeadingZeros() {
-        XCTAssertEqual(Hex.normalizedSerial([0x00, 0x8f, 0x01]), [0x8f, 0x01])
-        XCTAssertEqual(Hex.normalizedSerial([0x00]), [0x00])
+        XCTAssertEqual(SerialNumber([0x00, 0x8f, 0x01]), SerialNumber([0x8f, 0x01]))
+        XCTAssertNotEqual(SerialNumber([0x8f, 0x01]), SerialNumber([0x8f, 0x01, 0x00]))
+        XCTAssertNotEqual(SerialNumber([0x01]), SerialNumber([0x01, 0x00]), "length is part of the value")
+        XCTAssertEqual(SerialNumber([0x00]).bytes, [0x00])
         XCTAssertEqual(Hex.encode([0x0a, 0xff]), "0aff")
+        let twenty = (1...20).map { UInt8($0) }
+        XCTAssertEqual(SerialNumber(twenty).bytes, twenty)
+        XCTAssertEqual(SerialNumber(twenty).description, Hex.encode(twenty))
+        let long = [UInt8](repeating: 0x7f, count: 30)
+        XCTAssertEqual(SerialNumber(long).bytes, long)
+        XCTAssertNotEqual(SerialNumber(long), SerialNumber(Array(long.dropLast())))
+        XCTAssertEqual(Set([SerialNumber([1, 2]), SerialNumber([0, 1, 2])]).count, 1)
     }
 
     func testTimerHeapPopsInDeadlineOrder() {

@@ -9,13 +9,13 @@ final class VerificationPolicyTests: XCTestCase {
     private let now = 1_800_000_000
 
     private func crl(_ issuer: [UInt8], revoked: [[UInt8]] = [], nextUpdate: Int?) -> CRLInfo {
-        CRLInfo(issuer: "CN=\(issuer)", issuerKey: issuer, revoked: Set(revoked), thisUpdate: now - 100,
+        CRLInfo(issuer: "CN=\(issuer)", issuerKey: issuer, revoked: Set(revoked.map(SerialNumber.init)), thisUpdate: now - 100,
                 nextUpdate: nextUpdate, number: nil, file: "test.crl")
     }
 
     /// alice (serial 0x10) issued by the intermediate (serial 0x20) issued by the root.
     private var chain: [ChainLink] {
-        [ChainLink(issuerKey: intermediate, serial: [0x10]), ChainLink(issuerKey: root, serial: [0x20])]
+        [ChainLink(issuerKey: intermediate, serial: SerialNumber([0x10])), ChainLink(issuerKey: root, serial: SerialNumber([0x20]))]
     }
 
     private func decide(status: UInt32 = 0, crls: [CRLInfo], policy: CRLPolicy? = .strict) -> RefusalReason? {

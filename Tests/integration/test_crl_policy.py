@@ -1,7 +1,9 @@
 """CRLs: verified against the trusted CAs before use, freshness enforced by policy."""
 import os
+import subprocess
 
 import pytest
+from cryptography import x509
 
 import pki as pki_module
 from helpers import free_port, proxy_config, refusal, round_trip
@@ -78,3 +80,44 @@ def test_without_crl_dir_revocation_is_not_checked(start_proxy, pki, backend):
     proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=None))
     proxy.port = port
     assert round_trip(port, pki, "revoked-int") == b"ping\n"
+
+
+@pytest.mark.parametrize("extension,message", [
+    (lambda: x509.DeltaCRLIndicator(1), "a delta CRL"),
+    (lambda: x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier("http://crl.example.com/part1.crl")], relative_name=None,
+        only_contains_user_certs=False, only_contains_ca_certs=False, only_some_reasons=None,
+        indirect_crl=False, only_contains_attribute_certs=False), "an issuing distribution point"),
+])
+def test_delta_and_partitioned_crls_are_refused_loudly(start_proxy, pki, backend, crl_copy, extension, message):
+    # The only CRL of the intermediate is one we cannot read correctly: strict refuses.
+    pki_module.write_crl(pki, "intermediate", os.path.join(crl_copy, "intermediate.crl"), ["revoked-int"],
+                         extensions=[extension()])
+    proxy = start(start_proxy, pki, backend, crl_copy)
+    assert proxy.log_lines(f"intermediate.crl: CRL 1 ignored: {message}")
+    assert "certificate unknown" in refusal(proxy.port, pki, "alice").lower().replace("_", " ")
+    proxy.wait_for_log("reason=crl_missing")
+
+
+def issue_client(pki, name, serial):
+    """A client certificate of the intermediate with a chosen serial number."""
+    inter, inter_key = pki_module.load(pki, "intermediate-ca")
+    key = pki_module.new_key()
+    cert = pki_module.make_cert(pki_module.subject_for(name), key, inter, inter_key, serial=serial)
+    pki_module.write_pem(os.path.join(pki, f"{name}.pem"), cert)
+    pki_module.write_key(os.path.join(pki, f"{name}.key"), key)
+
+
+def test_100000_entry_crl_refuses_its_serial_and_not_its_neighbours(start_proxy, pki, backend, crl_copy):
+    base = 0x5EED << 100
+    for name, serial in [("serial-base", base), ("serial-below", base - 1), ("serial-above", base + 1)]:
+        issue_client(pki, name, serial)
+    # base, and 99,999 more around it that skip base - 1 and base + 1.
+    others = [base + d for d in range(2, 50_002)] + [base - d for d in range(2, 50_001)]
+    pki_module.write_crl(pki, "intermediate", os.path.join(crl_copy, "intermediate.crl"), [base] + others)
+    proxy = start(start_proxy, pki, backend, crl_copy)
+    assert "revoked" in refusal(proxy.port, pki, "serial-base").lower()
+    assert round_trip(proxy.port, pki, "serial-below") == b"ping\n"
+    assert round_trip(proxy.port, pki, "serial-above") == b"ping\n"
+    check = subprocess.run([proxy.process.args[0], "--config", proxy.config_path, "--check"], capture_output=True)
+    assert "CN=Intermediate CA,O=mtls-proxy test: 100000 revoked" in check.stdout.decode()

@@ -32,4 +32,8 @@ void shim_gnutls_free(void *p);
 /// worker threads start, so that only the signalfd sees them).
 int shim_block_signals(const int *signals, int count, sigset_t *out);
 
+/// malloc_trim(0): returns freed heap memory to the system after a big CRL was parsed.
+/// <malloc.h> is not part of Swift's Glibc module.
+int shim_malloc_trim(void);
+
 #endif

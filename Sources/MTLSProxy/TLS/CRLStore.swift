@@ -7,7 +7,7 @@ struct CRLInfo: Sendable {
     var issuer: String
     /// DER of the issuer name: the same bytes as the `rawIssuer` of the certificates it covers.
     var issuerKey: [UInt8]
-    var revoked: Set<[UInt8]>
+    var revoked: Set<SerialNumber>
     var thisUpdate: Int
     /// nil when the CRL has no nextUpdate (RFC 5280 requires one; then it never goes stale).
     var nextUpdate: Int?
@@ -103,6 +103,10 @@ struct CRLSet: Sendable {
             case .failure(let reason):
                 skip("\(path): CRL \(i + 1) ignored: \(reason)")
             case .success:
+                if let unsupported = Self.unsupportedScope(crl) {
+                    skip("\(path): CRL \(i + 1) ignored: \(unsupported)")
+                    continue
+                }
                 let info = Self.read(crl, file: path)
                 if let existing = byIssuer[info.issuerKey], !info.supersedes(existing) { continue }
                 byIssuer[info.issuerKey] = info
@@ -134,6 +138,25 @@ struct CRLSet: Sendable {
         return .success(())
     }
 
+    /// CRLs whose scope is not "every certificate of this issuer" are refused loudly
+    /// rather than misread: a delta CRL lists only changes, and an issuing distribution
+    /// point makes a CRL partial or indirect (entries for other issuers).
+    private static func unsupportedScope(_ crl: gnutls_x509_crl_t) -> String? {
+        var index: UInt32 = 0
+        while true {
+            var oid = [CChar](repeating: 0, count: 128)
+            var size = oid.count
+            var critical: UInt32 = 0
+            guard gnutls_x509_crl_get_extension_info(crl, index, &oid, &size, &critical) == 0 else { return nil }
+            let name = String(decoding: oid.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            switch name {
+            case "2.5.29.27": return "a delta CRL (not supported: publish full CRLs)"
+            case "2.5.29.28": return "an issuing distribution point (partitioned or indirect CRLs are not supported)"
+            default: index += 1
+            }
+        }
+    }
+
     private static func read(_ crl: gnutls_x509_crl_t, file: String) -> CRLInfo {
         var datum = gnutls_datum_t()
         let issuerKey = gnutls_x509_crl_get_raw_issuer_dn(crl, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
@@ -145,7 +168,7 @@ struct CRLSet: Sendable {
         let number = gnutls_x509_crl_get_number(crl, &numberBytes, &numberSize, &critical) == 0
             ? Hex.normalizedSerial(numberBytes[0..<numberSize]) : nil
 
-        var revoked = Set<[UInt8]>()
+        var revoked = Set<SerialNumber>()
         let declared = gnutls_x509_crl_get_crt_count(crl)
         if declared > 0 { revoked.reserveCapacity(Int(declared)) }
         var iterator: gnutls_x509_crl_iter_t?
@@ -155,7 +178,7 @@ struct CRLSet: Sendable {
             var revokedAt: time_t = 0
             let rc = gnutls_x509_crl_iter_crt_serial(crl, &iterator, &serial, &size, &revokedAt)
             if rc != 0 { break }
-            revoked.insert(Hex.normalizedSerial(serial[0..<size]))
+            revoked.insert(SerialNumber(serial[0..<size]))
         }
         if let iterator { gnutls_x509_crl_iter_deinit(iterator) }
 

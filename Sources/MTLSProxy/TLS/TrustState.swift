@@ -104,6 +104,8 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
         }
         credentials = creds
         priority = prio
+        // Parsing a large CRL leaves megabytes of freed ASN.1 nodes behind; give them back.
+        shim_malloc_trim()
         loadedAt = now
         generation = TrustState.generations.add(1, ordering: .relaxed).newValue
     }

@@ -33,7 +33,7 @@ public enum RefusalReason: String, Sendable, CaseIterable {
 /// One certificate of the client chain as the revocation check sees it.
 struct ChainLink: Sendable, Hashable {
     var issuerKey: [UInt8]
-    var serial: [UInt8]
+    var serial: SerialNumber
 }
 
 /// The decisions of verification, free of GnuTLS sessions so that they can be tested

@@ -9,13 +9,12 @@ struct CertificateInfo: Sendable {
     /// DER of the subject and issuer names: the keys that link a chain and find CRLs.
     var rawSubject: [UInt8]
     var rawIssuer: [UInt8]
-    /// The serial without leading zero bytes, as CRLs are compared.
-    var serial: [UInt8]
+    var serial: SerialNumber
     var notBefore: Int
     var notAfter: Int
 
     var isSelfIssued: Bool { rawSubject == rawIssuer }
-    var serialHex: String { Hex.encode(serial) }
+    var serialHex: String { serial.description }
 
     /// Reads a certificate that GnuTLS holds; the caller keeps ownership of `cert`.
     init(_ cert: gnutls_x509_crt_t) {
@@ -27,9 +26,9 @@ struct CertificateInfo: Sendable {
         var serialBytes = [UInt8](repeating: 0, count: 64)
         var size = serialBytes.count
         if gnutls_x509_crt_get_serial(cert, &serialBytes, &size) == 0 {
-            serial = Hex.normalizedSerial(serialBytes[0..<size])
+            serial = SerialNumber(serialBytes[0..<size])
         } else {
-            serial = []
+            serial = SerialNumber([])
         }
         notBefore = gnutls_x509_crt_get_activation_time(cert)
         notAfter = gnutls_x509_crt_get_expiration_time(cert)
