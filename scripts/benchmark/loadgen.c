@@ -126,6 +126,11 @@ static int one_round_trip(SSL_CTX *ctx, const char *host, int port, SSL_SESSION 
     return ok;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 static int handshakes(int argc, char **argv, int resume) {
     if (argc != 9) return 64;
     const char *host = argv[2];
@@ -140,45 +145,52 @@ static int handshakes(int argc, char **argv, int resume) {
             SSL_CTX *ctx = client_ctx(argv[4], argv[5], argv[6]);
             SSL_SESSION *session = NULL;
             long done = 0, failed = 0, reused = 0;
+            size_t capacity = 1 << 20, samples = 0;
+            double *latency = malloc(capacity * sizeof *latency);
             double deadline = now() + seconds;
             if (resume) one_round_trip(ctx, host, port, &session, NULL); /* the first ticket */
             while (now() < deadline) {
                 int was_reused = 0;
+                double started = now();
                 if (one_round_trip(ctx, host, port, resume ? &session : NULL, &was_reused)) {
                     done++;
                     reused += was_reused;
+                    if (samples < capacity) latency[samples++] = now() - started;
                 } else {
                     failed++;
                 }
             }
-            char line[128];
-            int n = snprintf(line, sizeof line, "%ld %ld %ld\n", done, failed, reused);
+            qsort(latency, samples, sizeof *latency, cmp_double);
+            double p99 = samples ? latency[(size_t)(0.99 * (samples - 1))] : 0;
+            double worst = samples ? latency[samples - 1] : 0;
+            char line[160];
+            int n = snprintf(line, sizeof line, "%ld %ld %ld %.6f %.6f\n", done, failed, reused, p99, worst);
             if (write(pipes[p][1], line, (size_t)n) < 0) _exit(1);
             _exit(0);
         }
         close(pipes[p][1]);
     }
     long done = 0, failed = 0, reused = 0;
+    double p99 = 0, worst = 0; /* the worst process's p99: conservative */
     for (int p = 0; p < processes; p++) {
-        char line[128] = {0};
+        char line[160] = {0};
         if (read(pipes[p][0], line, sizeof line - 1) > 0) {
             long d, f, r;
-            if (sscanf(line, "%ld %ld %ld", &d, &f, &r) == 3) {
+            double q, w;
+            if (sscanf(line, "%ld %ld %ld %lf %lf", &d, &f, &r, &q, &w) == 5) {
                 done += d;
                 failed += f;
                 reused += r;
+                if (q > p99) p99 = q;
+                if (w > worst) worst = w;
             }
         }
         wait(NULL);
     }
-    printf("{\"mode\":\"%s\",\"handshakes\":%ld,\"failed\":%ld,\"resumed\":%ld,\"seconds\":%.3f}\n",
-           resume ? "resume" : "full", done, failed, reused, seconds);
+    printf("{\"mode\":\"%s\",\"handshakes\":%ld,\"failed\":%ld,\"resumed\":%ld,\"seconds\":%.3f,"
+           "\"p99_ms\":%.2f,\"max_ms\":%.2f}\n",
+           resume ? "resume" : "full", done, failed, reused, seconds, p99 * 1e3, worst * 1e3);
     return failed > done / 100 ? 1 : 0;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 struct rr_conn {

@@ -206,7 +206,7 @@ class Bench:
                 cpu = cpu_seconds(proxy.pid) - before
                 value = result.get("handshakes", 0) / cpu if cpu else 0
                 extra = {"handshakes": result.get("handshakes"), "resumed": result.get("resumed"),
-                         "failed": result.get("failed")}
+                         "failed": result.get("failed"), "p99_ms": result.get("p99_ms"), "max_ms": result.get("max_ms")}
             elif workload == "reqresp":
                 result, _ = self.run_loadgen("reqresp", proxy.port, seconds, 32)
                 cpu = cpu_seconds(proxy.pid) - before
@@ -323,7 +323,48 @@ def crl_scaling(bench, starters, names, workdir):
                       file=sys.stderr)
             finally:
                 proxy.stop()
+    largest = max(int(s) for s in bench.args.crl_sizes.split(","))
+    if "mtls-proxy" in names:
+        rows["reload"] = reload_under_load(bench, starters, workdir, largest)
     return rows
+
+
+def reload_under_load(bench, starters, workdir, size):
+    """p99 handshake latency while the largest CRL is rewritten (and so reloaded) in a
+    loop, next to the same figure without reloads."""
+    import threading
+    crl_dir = os.path.join(workdir, f"crl-{size}")
+    path = os.path.join(crl_dir, "intermediate.crl")
+    with open(path, "rb") as f:
+        content = f.read()
+    proxy = starters["mtls-proxy"](crl_dir)
+    try:
+        quiet = bench.measure(proxy, "full", variant=f"crl-{size}-steady")
+        stop, reloads = threading.Event(), [0]
+
+        def rewrite():
+            while not stop.is_set():
+                tmp = path + ".tmp"
+                with open(tmp, "wb") as f:
+                    f.write(content)
+                os.replace(tmp, path)  # a new inode: the watcher reloads the whole folder
+                reloads[0] += 1
+                stop.wait(0.5)
+        writer = threading.Thread(target=rewrite)
+        writer.start()
+        try:
+            busy = bench.measure(proxy, "full", variant=f"crl-{size}-reloading")
+        finally:
+            stop.set()
+            writer.join()
+        with open(proxy.log.name, "rb") as f:
+            reloaded = f.read().count(b"reloaded")
+    finally:
+        proxy.stop()
+    return dict(size=size, steady_p99=median(quiet, "p99_ms"), steady_max=median(quiet, "max_ms"),
+                reloading_p99=median(busy, "p99_ms"), reloading_max=median(busy, "max_ms"),
+                rewrites=reloads[0], reloads_logged=reloaded,
+                steady_rate=median(quiet), reloading_rate=median(busy))
 
 
 def print_table(summary, crl_rows, names, args):
@@ -359,13 +400,20 @@ def print_table(summary, crl_rows, names, args):
         print("\n| CRL entries (intermediate) | " + " | ".join(
             f"{n} handshakes/CPU-s | {n} RSS | {n} start s" for n in names if n != "stunnel") + " |")
         print("|---:|" + "---:|---:|---:|" * len([n for n in names if n != "stunnel"]))
-        for size in sorted({s for (_, s) in crl_rows}):
+        for size in sorted({s for (_, s) in [k for k in crl_rows if k != "reload"]}):
             cells = []
             for n in [n for n in names if n != "stunnel"]:
                 r = crl_rows.get((n, size))
                 cells += ["n/a"] * 3 if not r else [fmt(r["per_cpu_second"]), f"{r['rss_kib'] / 1024:.1f} MiB",
                                                      f"{r['start_seconds']:.2f}"]
             print(f"| {size:,} | " + " | ".join(cells) + " |")
+    reload = crl_rows.get("reload") if crl_rows else None
+    if reload:
+        print(f"\n| mtls-proxy, {reload['size']:,}-entry CRL | handshakes/CPU-s | p99 ms | max ms |")
+        print("|---|---:|---:|---:|")
+        print(f"| steady | {fmt(reload['steady_rate'])} | {reload['steady_p99']:.1f} | {reload['steady_max']:.1f} |")
+        print(f"| CRL rewritten every 0.5 s ({reload['rewrites']} rewrites) | {fmt(reload['reloading_rate'])} | "
+              f"{reload['reloading_p99']:.1f} | {reload['reloading_max']:.1f} |")
     print(f"\nraw results: {args.out}")
 
 
