@@ -103,7 +103,10 @@ final class ConfigParserTests: XCTestCase {
 
     func testUnimplementedFeaturesAreRefusedNotIgnored() {
         XCTAssertTrue(error(minimal + "verify_cert_in_directory = yes\n")?.message.contains("not supported") ?? false)
-        XCTAssertTrue(error(minimal + "allow_cn = alice\n")?.message.contains("not supported") ?? false)
+        XCTAssertTrue(error(minimal + "cert_map = search\n")?.message.contains("not supported") ?? false)
+        XCTAssertNil(error(minimal + "allow_cn = alice, bob\n"))
+        let subjects = try? parse(minimal + "allow_subject = UID=a,DC=example; UID=b,DC=example\n").listeners[0].allowSubject
+        XCTAssertEqual(subjects, ["UID=a,DC=example", "UID=b,DC=example"])
     }
 }
 

@@ -56,3 +56,42 @@ final class LDAPTests: XCTestCase {
         }
     }
 }
+
+final class AllowListAndProxyProtocolTests: XCTestCase {
+    func testWildcardStaysWithinOneLabel() {
+        XCTAssertTrue(AllowList.matches("*.example.com", "ldap.example.com", separators: ["."]))
+        XCTAssertFalse(AllowList.matches("*.example.com", "a.b.example.com", separators: ["."]))
+        XCTAssertFalse(AllowList.matches("*.example.com", "example.com", separators: ["."]))
+        XCTAssertTrue(AllowList.matches("svc-*", "svc-backup", separators: ["."]))
+        XCTAssertTrue(AllowList.matches("UID=*,OU=people,DC=example,DC=com", "UID=alice,OU=people,DC=example,DC=com", separators: [","]))
+        XCTAssertFalse(AllowList.matches("UID=*,DC=com", "UID=alice,OU=people,DC=com", separators: [","]))
+        XCTAssertTrue(AllowList.matches("Alice", "alice", separators: ["."]), "case-insensitive")
+        XCTAssertFalse(AllowList.matches("alice", "alice2", separators: ["."]))
+    }
+
+    func testListsAreOred() {
+        var list = AllowList()
+        XCTAssertTrue(list.permits(CertificateNames(subject: "CN=x")), "no list: every verified client")
+        list.cn = ["backup"]
+        list.dns = ["*.example.com"]
+        XCTAssertTrue(list.permits(CertificateNames(subject: "CN=backup", cn: ["backup"])))
+        XCTAssertTrue(list.permits(CertificateNames(subject: "CN=x", cn: ["x"], dns: ["a.example.com"])))
+        XCTAssertFalse(list.permits(CertificateNames(subject: "CN=x", cn: ["x"], dns: ["a.example.org"])))
+    }
+
+    func testProxyProtocolV2Header() {
+        let header = ProxyProtocolV2.header(
+            client: ([127, 0, 0, 1], 50000), local: ([127, 0, 0, 2], 636), tlsVersion: "TLSv1.3", commonName: "alice")
+        XCTAssertEqual(Array(header.prefix(12)), ProxyProtocolV2.signature)
+        XCTAssertEqual(header[12], 0x21, "version 2, PROXY")
+        XCTAssertEqual(header[13], 0x11, "TCP over IPv4")
+        let length = Int(header[14]) << 8 | Int(header[15])
+        XCTAssertEqual(header.count, 16 + length)
+        XCTAssertEqual(Array(header[16..<28]), [127, 0, 0, 1, 127, 0, 0, 2, 0xC3, 0x50, 0x02, 0x7C])
+        XCTAssertEqual(header[28], 0x20, "PP2_TYPE_SSL")
+        XCTAssertLessThan(header.count, 520 - 16)
+        let long = ProxyProtocolV2.header(client: nil, local: nil, tlsVersion: nil, commonName: String(repeating: "x", count: 500))
+        XCTAssertEqual(long[13], 0x00, "no addresses: UNSPEC")
+        XCTAssertLessThan(long.count, 120, "the CN is capped")
+    }
+}

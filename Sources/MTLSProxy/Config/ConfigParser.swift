@@ -91,9 +91,6 @@ public enum ConfigParser {
         let unsupported: [(String, Bool)] = [
             ("verify_cert_in_directory = yes", listener.verifyCertInDirectory),
             ("cert_map = search", listener.certMap == .search),
-            ("proxy_protocol = v2", listener.proxyProtocol == .v2),
-            ("allow_* lists", !(listener.allowSubject.isEmpty && listener.allowCN.isEmpty && listener.allowOU.isEmpty
-                && listener.allowSANDNS.isEmpty && listener.allowSANEmail.isEmpty && listener.allowSANURI.isEmpty)),
         ]
         for (what, used) in unsupported where used {
             throw fail("\(what) is not supported by this version of mtls-proxy yet")
@@ -144,7 +141,8 @@ public enum ConfigParser {
         "session_tickets": { l, v, _ throws(ConfigError.Message) in l.sessionTickets = try bool(v) },
         "ticket_key_file": { l, v, base throws(ConfigError.Message) in l.ticketKeyFile = try path(v, base) },
         "proxy_protocol": { l, v, _ throws(ConfigError.Message) in l.proxyProtocol = try choice(v, "proxy_protocol") },
-        "allow_subject": { l, v, _ throws(ConfigError.Message) in l.allowSubject = try list(v) },
+        // Subject DNs contain commas: several are separated by ';'.
+        "allow_subject": { l, v, _ throws(ConfigError.Message) in l.allowSubject = try list(v, separator: ";") },
         "allow_cn": { l, v, _ throws(ConfigError.Message) in l.allowCN = try list(v) },
         "allow_ou": { l, v, _ throws(ConfigError.Message) in l.allowOU = try list(v) },
         "allow_san_dns": { l, v, _ throws(ConfigError.Message) in l.allowSANDNS = try list(v) },
@@ -211,8 +209,8 @@ public enum ConfigParser {
         return baseDir + "/" + value
     }
 
-    static func list(_ value: String) throws(ConfigError.Message) -> [String] {
-        let items = value.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+    static func list(_ value: String, separator: Character = ",") throws(ConfigError.Message) -> [String] {
+        let items = value.split(separator: separator).map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
         guard !items.isEmpty else { throw "expected a comma-separated list" }
         return items
     }

@@ -230,6 +230,15 @@ final class ClientConnection: EventHandler, TimerTarget {
     }
 
     private func backendConnected() {
+        if listener.config.proxyProtocol == .v2 {
+            // First bytes to the backend: who the client really is.
+            let header = ProxyProtocolV2.header(
+                client: peer.ipBytesAndPort, local: Socket.localAddress(clientFD).ipBytesAndPort,
+                tlsVersion: tlsVersion.map { $0.hasPrefix("TLS1") ? "TLSv1" + $0.dropFirst(4) : $0 }, commonName: identity?.commonName)
+            let space = toBackend.writable(from: worker.pool)
+            header.withUnsafeBytes { space.pointer.copyMemory(from: $0.baseAddress!, byteCount: min($0.count, space.count)) }
+            toBackend.commit(min(header.count, space.count))
+        }
         phase = .relaying
         backendReadable = true
         backendWritable = true

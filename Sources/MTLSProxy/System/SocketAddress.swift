@@ -57,6 +57,27 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
 
     init() {}
 
+    /// The raw address bytes (4 or 16) and port of an IPv4 or IPv6 address.
+    var ipBytesAndPort: (bytes: [UInt8], port: UInt16)? {
+        var copy = storage
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            return withUnsafePointer(to: &copy) { ptr in
+                ptr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    (withUnsafeBytes(of: sin.pointee.sin_addr) { Array($0) }, UInt16(bigEndian: sin.pointee.sin_port))
+                }
+            }
+        case AF_INET6:
+            return withUnsafePointer(to: &copy) { ptr in
+                ptr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    (withUnsafeBytes(of: sin6.pointee.sin6_addr) { Array($0) }, UInt16(bigEndian: sin6.pointee.sin6_port))
+                }
+            }
+        default:
+            return nil
+        }
+    }
+
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
         withUnsafeBytes(of: storage) { raw in
             body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), length)

@@ -6,6 +6,7 @@ struct PeerIdentity: Sendable {
     var subject: String
     var issuer: String
     var serialHex: String
+    var commonName: String?
 }
 
 /// Verifies the certificate chain of a session's peer against a TrustState.
@@ -40,18 +41,22 @@ enum PeerVerifier {
             return Result(identity: nil, refusal: .noCertificate)
         }
         var sent: [CertificateInfo] = []
+        var names: CertificateNames?
         for i in 0..<Int(count) {
             var cert: gnutls_x509_crt_t?
             gnutls_x509_crt_init(&cert)
             guard let cert else { break }
             var datum = peers[i]
             if gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) == 0 {
-                sent.append(CertificateInfo(cert))
+                let info = CertificateInfo(cert)
+                if i == 0 && !trust.allowList.isEmpty { names = CertificateNames(cert, subject: info.subject) }
+                sent.append(info)
             }
             gnutls_x509_crt_deinit(cert)
         }
         guard let leaf = sent.first else { return Result(identity: nil, refusal: .badCertificate) }
-        let identity = PeerIdentity(subject: leaf.subject, issuer: leaf.issuer, serialHex: leaf.serialHex)
+        let identity = PeerIdentity(
+            subject: leaf.subject, issuer: leaf.issuer, serialHex: leaf.serialHex, commonName: leaf.commonName)
 
         var status: UInt32 = 0
         let rc = GNUTLS_KP_TLS_WWW_CLIENT.withCString { oid -> Int32 in
@@ -67,8 +72,9 @@ enum PeerVerifier {
 
         let chain = chainLinks(leaf: leaf, sent: sent, trust: trust)
         let now = wallClockSeconds()
-        let refusal = VerificationPolicy.decide(
+        var refusal = VerificationPolicy.decide(
             chainStatus: status, chain: chain, crls: trust.crls.byIssuer, policy: trust.crlPolicy, now: now)
+        if refusal == nil, let names, !trust.allowList.permits(names) { refusal = .notAllowed }
         var result = Result(identity: identity, refusal: refusal, chain: chain)
         result.validUntil = validUntil(sent: sent, chain: chain, trust: trust, now: now)
         return result

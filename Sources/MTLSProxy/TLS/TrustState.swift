@@ -22,6 +22,7 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
     let caCount: Int
     let crls: CRLSet
     let crlPolicy: CRLPolicy?
+    let allowList: AllowList
     let loadedAt: Int
     /// Distinguishes states for the verification cache: a result holds for one state only.
     let generation: UInt64
@@ -60,6 +61,7 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
         }
         crls = crlSet
         crlPolicy = config.crlPolicy
+        allowList = AllowList(config)
 
         var creds: gnutls_certificate_credentials_t?
         gnutls_certificate_allocate_credentials(&creds)

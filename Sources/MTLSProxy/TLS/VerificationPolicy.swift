@@ -14,6 +14,8 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     /// The TLS handshake itself failed (protocol version, garbage, a client alert...).
     case handshakeFailed = "handshake_failed"
     case handshakeTimeout = "handshake_timeout"
+    /// Verified, but matched none of the listener's allow-lists.
+    case notAllowed = "not_allowed"
 
     /// The TLS alert number the client is sent (TLS 1.2 has no certificate_required).
     func alert(tls13: Bool) -> UInt32 {
@@ -26,6 +28,7 @@ public enum RefusalReason: String, Sendable, CaseIterable {
         case .crlMissing, .crlExpired: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
         case .notYetValid, .wrongPurpose, .badCertificate: return GNUTLS_A_BAD_CERTIFICATE.rawValue
         case .handshakeFailed, .handshakeTimeout: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
+        case .notAllowed: return GNUTLS_A_ACCESS_DENIED.rawValue
         }
     }
 }

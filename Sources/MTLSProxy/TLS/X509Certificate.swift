@@ -12,6 +12,8 @@ struct CertificateInfo: Sendable {
     var serial: SerialNumber
     var notBefore: Int
     var notAfter: Int
+    /// The first CN of the subject, for the PROXY protocol header.
+    var commonName: String?
 
     var isSelfIssued: Bool { rawSubject == rawIssuer }
     var serialHex: String { serial.description }
@@ -32,6 +34,11 @@ struct CertificateInfo: Sendable {
         }
         notBefore = gnutls_x509_crt_get_activation_time(cert)
         notAfter = gnutls_x509_crt_get_expiration_time(cert)
+        var cn = [UInt8](repeating: 0, count: 256)
+        var cnSize = cn.count
+        if gnutls_x509_crt_get_dn_by_oid(cert, GNUTLS_OID_X520_COMMON_NAME, 0, 0, &cn, &cnSize) >= 0 {
+            commonName = String(decoding: cn[0..<min(cnSize, cn.count)].prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
     }
 
     /// Parses every certificate of a PEM file (or one DER certificate).
@@ -79,5 +86,44 @@ enum Hex {
     static func normalizedSerial<C: Collection>(_ bytes: C) -> [UInt8] where C.Element == UInt8 {
         let trimmed = Array(bytes.drop(while: { $0 == 0 }))
         return trimmed.isEmpty ? [0] : trimmed
+    }
+}
+
+extension CertificateNames {
+    /// Reads the subject's CN and OU values and the DNS, e-mail and URI alternative names.
+    init(_ cert: gnutls_x509_crt_t, subject: String) {
+        self.subject = subject
+        cn = Self.attribute(cert, oid: GNUTLS_OID_X520_COMMON_NAME)
+        ou = Self.attribute(cert, oid: GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME)
+        var index: UInt32 = 0
+        while true {
+            var buffer = [UInt8](repeating: 0, count: 1024)
+            var size = buffer.count
+            var critical: UInt32 = 0
+            let kind = gnutls_x509_crt_get_subject_alt_name(cert, index, &buffer, &size, &critical)
+            if kind < 0 { break }
+            let value = String(decoding: buffer[0..<size], as: UTF8.self)
+            switch UInt32(kind) {
+            case GNUTLS_SAN_DNSNAME.rawValue: dns.append(value)
+            case GNUTLS_SAN_RFC822NAME.rawValue: email.append(value)
+            case GNUTLS_SAN_URI.rawValue: uri.append(value)
+            default: break
+            }
+            index += 1
+        }
+    }
+
+    private static func attribute(_ cert: gnutls_x509_crt_t, oid: String) -> [String] {
+        var values: [String] = []
+        var index: UInt32 = 0
+        while true {
+            var buffer = [UInt8](repeating: 0, count: 1024)
+            var size = buffer.count
+            let rc = gnutls_x509_crt_get_dn_by_oid(cert, oid, index, 0, &buffer, &size)
+            if rc < 0 { break }
+            values.append(String(decoding: buffer[0..<min(size, buffer.count)].prefix(while: { $0 != 0 }), as: UTF8.self))
+            index += 1
+        }
+        return values
     }
 }
