@@ -101,9 +101,15 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertEqual(error(minimal + "listen = 127.0.0.1:2\n")?.message, "'listen' is set twice")
     }
 
-    func testUnimplementedFeaturesAreRefusedNotIgnored() {
-        XCTAssertTrue(error(minimal + "verify_cert_in_directory = yes\n")?.message.contains("not supported") ?? false)
-        XCTAssertTrue(error(minimal + "cert_map = search\n")?.message.contains("not supported") ?? false)
+    func testDirectoryCheckCombinations() {
+        XCTAssertTrue(error(minimal + "verify_cert_in_directory = yes\ncert_map = search\n")?.message.contains("cert_map_base") ?? false)
+        XCTAssertTrue(error(minimal + "verify_cert_in_directory = yes\ndirectory_bind_dn = cn=x\n")?.message.contains("password") ?? false)
+        XCTAssertTrue(error(minimal + "verify_cert_in_directory = yes\nproxy_protocol = v2\n")?.message.contains("directory_url") ?? false)
+        XCTAssertNil(error(minimal + "verify_cert_in_directory = yes\ndirectory_url = ldapi://%2Frun%2Fslapd%2Fldapi\n"))
+        let listener = try? parse(minimal + "verify_cert_in_directory = yes\ndirectory_url = ldapi://%2Frun%2Fslapd%2Fldapi\n").listeners[0]
+        XCTAssertEqual(listener?.directoryEndpoint, .unix(path: "/run/slapd/ldapi"))
+        XCTAssertEqual(try? parse(minimal + "directory_url = ldap://ldap.example.com\n").listeners[0].directoryEndpoint,
+                       .inet(host: "ldap.example.com", port: 389))
         XCTAssertNil(error(minimal + "allow_cn = alice, bob\n"))
         let subjects = try? parse(minimal + "allow_subject = UID=a,DC=example; UID=b,DC=example\n").listeners[0].allowSubject
         XCTAssertEqual(subjects, ["UID=a,DC=example", "UID=b,DC=example"])

@@ -95,3 +95,47 @@ final class AllowListAndProxyProtocolTests: XCTestCase {
         XCTAssertLessThan(long.count, 120, "the CN is capped")
     }
 }
+
+final class LDAPFilterTests: XCTestCase {
+    func testParsesAndEncodesLikeLdapsearch() throws {
+        // (&(objectClass=person)(|(uid=jdoe)(!(cn=x)))) as ldapsearch sends it.
+        let filter = try LDAPFilter.parse("(&(objectClass=person)(|(uid=jdoe)(!(cn=x))))")
+        XCTAssertEqual(filter, .and([.equality("objectClass", Array("person".utf8)),
+                                     .or([.equality("uid", Array("jdoe".utf8)), .not(.equality("cn", Array("x".utf8)))])]))
+        XCTAssertEqual(try LDAPFilter.parse("(cn=*)"), .present("cn"))
+        XCTAssertEqual(try LDAPFilter.parse("(cn=a*b*c)"), .substrings("cn", initial: Array("a".utf8), any: [Array("b".utf8)], final: Array("c".utf8)))
+        XCTAssertEqual(try LDAPFilter.parse("(cn=\\2a)"), .equality("cn", [0x2a]), "an escaped star is a value")
+        for bad in ["cn=x", "(cn=x", "(cn=x))", "(=x)", "(cn=a(b)"] {
+            XCTAssertThrowsError(try LDAPFilter.parse(bad), bad)
+        }
+    }
+
+    func testEscapingKeepsCertificateValuesInert() throws {
+        let evil = "*)(uid=*"
+        let text = "(uid=\(LDAPFilter.escape(evil)))"
+        XCTAssertEqual(text, "(uid=\\2a\\29\\28uid=\\2a)")
+        XCTAssertEqual(try LDAPFilter.parse(text), .equality("uid", Array(evil.utf8)))
+        XCTAssertEqual(LDAPFilter.escape("back\\slash"), "back\\5cslash")
+    }
+
+    func testSearchRequestEncoding() {
+        let bytes = LDAPMessages.searchRequest(id: 2, base: "", scope: .base, filter: .present("objectClass"), attributes: ["+"], sizeLimit: 0)
+        // The root DSE search of GNUTLS-NOTES.md section 6 asks for "*" and "+"; with "+" only:
+        XCTAssertEqual(Array(bytes.prefix(2)), [0x30, UInt8(bytes.count - 2)])
+        XCTAssertEqual(Array(bytes[2..<7]), [0x02, 0x01, 0x02, 0x63, UInt8(bytes.count - 7)])
+        XCTAssertTrue(bytes.starts(with: [0x30]) && bytes.contains(0x87))
+    }
+
+    func testDecodesEntryAndDone() throws {
+        // SearchResultEntry: id 3, dn "uid=a", one attribute with one value [1,2,3].
+        let entry: [UInt8] = [0x30, 0x1e, 0x02, 0x01, 0x03, 0x64, 0x19, 0x04, 0x05] + Array("uid=a".utf8)
+            + [0x30, 0x10, 0x30, 0x0e, 0x04, 0x05] + Array("attr1".utf8) + [0x31, 0x05, 0x04, 0x03, 1, 2, 3]
+        let decoded = try LDAPMessages.decode(entry)
+        XCTAssertEqual(decoded.messageID, 3)
+        XCTAssertEqual(decoded.operation, 4)
+        XCTAssertEqual(decoded.entryDN, "uid=a")
+        XCTAssertEqual(decoded.values, [[1, 2, 3]])
+        let done: [UInt8] = [0x30, 0x0c, 0x02, 0x01, 0x03, 0x65, 0x07, 0x0a, 0x01, 0x20, 0x04, 0x00, 0x04, 0x00]
+        XCTAssertEqual(try LDAPMessages.decode(done).resultCode, 32)
+    }
+}

@@ -88,12 +88,19 @@ public enum ConfigParser {
         }
         // Keys of the contract whose features this build does not have yet: refusing them
         // is better than running without the protection the operator asked for.
-        let unsupported: [(String, Bool)] = [
-            ("verify_cert_in_directory = yes", listener.verifyCertInDirectory),
-            ("cert_map = search", listener.certMap == .search),
-        ]
-        for (what, used) in unsupported where used {
-            throw fail("\(what) is not supported by this version of mtls-proxy yet")
+        if listener.verifyCertInDirectory {
+            if listener.certMap == .search && (listener.certMapBase == nil || listener.certMapFilter == nil) {
+                throw fail("cert_map = search needs cert_map_base and cert_map_filter")
+            }
+            if listener.directoryURL != nil && listener.directoryEndpoint == nil {
+                throw fail("directory_url '\(listener.directoryURL!)' is not ldap://HOST:PORT or ldapi://PATH")
+            }
+            if listener.directoryURL == nil && listener.proxyProtocol == .v2 {
+                throw fail("with proxy_protocol = v2 the backend expects a PROXY header: set directory_url for the check")
+            }
+            if listener.directoryBindDN != nil && listener.directoryBindPasswordFile == nil {
+                throw fail("directory_bind_dn needs directory_bind_password_file")
+            }
         }
     }
 

@@ -77,6 +77,18 @@ public struct ListenerConfig: Sendable {
     public var directoryCacheTTLNanos: UInt64 = 60_000_000_000
     public var directoryUnavailable = DirectoryUnavailable.reject
 
+    /// directory_url as an endpoint: ldap://HOST[:PORT] or ldapi://PATH (percent-encoded).
+    public var directoryEndpoint: Endpoint? {
+        guard let url = directoryURL else { return nil }
+        if url.hasPrefix("ldapi://") {
+            return .unix(path: String(url.dropFirst(8)).percentDecoded())
+        }
+        var hostPort = String(url.dropFirst(7))
+        if hostPort.hasSuffix("/") { hostPort.removeLast() }
+        if !hostPort.contains(":") || hostPort.hasSuffix("]") { hostPort += ":389" }
+        return try? Endpoint.parse(hostPort, allowUnix: false).get()
+    }
+
     public init(name: String, line: Int? = nil) {
         self.name = name
         self.line = line
@@ -86,5 +98,22 @@ public struct ListenerConfig: Sendable {
     /// (then no revocation check is made at all).
     public var crlPolicy: CRLPolicy? {
         crlDir == nil ? nil : (crlPolicySetting ?? .strict)
+    }
+}
+
+extension String {
+    /// %2F -> "/" and the like, for ldapi:// paths.
+    func percentDecoded() -> String {
+        var bytes: [UInt8] = []
+        var utf8 = Array(self.utf8)[...]
+        while let byte = utf8.popFirst() {
+            if byte == 0x25, utf8.count >= 2, let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
+                bytes.append(value)
+                utf8 = utf8.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

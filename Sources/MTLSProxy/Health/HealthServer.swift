@@ -1,3 +1,4 @@
+import CGnuTLSShim
 import Glibc
 import Prometheus
 

@@ -47,6 +47,13 @@ enum Readiness {
                 checks.append(crlCheck(listener, trust: trust, policy: policy, now: now, name: prefix + "crl"))
             }
 
+            if listener.config.verifyCertInDirectory {
+                let directory = listener.directoryState.load(ordering: .relaxed)
+                checks.append(ReadinessCheck(
+                    name: prefix + "directory", state: directory == 1 ? .ok : .fail,
+                    detail: "\(listener.config.directoryURL ?? listener.config.backend!.description) "
+                        + (directory == 1 ? "connected" : directory == 0 ? "not connected yet" : "unreachable")))
+            }
             let backend = listener.backendState.load(ordering: .relaxed)
             checks.append(ReadinessCheck(
                 name: prefix + "backend", state: backend == 1 ? .ok : .fail,

@@ -14,6 +14,7 @@ enum NoticeOfDisconnection {
 
     static let revoked = encode(.strongerAuthRequired, diagnostic: "client certificate revoked")
     static let shuttingDown = encode(.unavailable, diagnostic: "mtls-proxy is shutting down")
+    static let removedFromDirectory = encode(.strongerAuthRequired, diagnostic: "client certificate no longer in the directory")
 
     /// LDAPMessage ::= SEQUENCE { messageID 0, extendedResp [APPLICATION 24] SEQUENCE {
     ///   resultCode ENUMERATED, matchedDN "", diagnosticMessage, responseName [10] OID } }

@@ -58,6 +58,8 @@ final class ListenerMetrics: Sendable {
     let certificateNotAfter: Gauge
     let crlRejected: Counter
     let reloadFailures: Counter
+    let directoryRequests: Counter
+    let directoryCacheHits: Counter
     private let registry: PrometheusCollectorRegistry
     private let name: String
 
@@ -95,6 +97,14 @@ final class ListenerMetrics: Sendable {
         certificateNotAfter = registry.makeGauge(
             descriptor: .init(namespace: "mtls_proxy", metricName: "certificate_not_after", unitName: "seconds",
                               helpText: "Expiry of the server certificate"),
+            labels: labels)
+        directoryRequests = registry.makeCounter(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "directory_requests", unitName: "total",
+                              helpText: "Searches sent to the directory for verify_cert_in_directory"),
+            labels: labels)
+        directoryCacheHits = registry.makeCounter(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "directory_cache_hits", unitName: "total",
+                              helpText: "Directory checks answered from the cache"),
             labels: labels)
         reloadFailures = registry.makeCounter(
             descriptor: .init(namespace: "mtls_proxy", metricName: "listener_reload_failures", unitName: "total",

@@ -15,7 +15,7 @@ let peerVerifyCallback: @convention(c) (gnutls_session_t?) -> Int32 = { session 
 /// -> closed when the client is refused. No backend connection exists before the
 /// client's chain has been verified (INTERFACE.md rule 1).
 final class ClientConnection: EventHandler, TimerTarget {
-    enum Phase { case handshaking, connecting, relaying, lingering, closed }
+    enum Phase { case handshaking, checkingDirectory, connecting, relaying, lingering, closed }
 
     let timerKey: UInt64
     var armedDeadline: UInt64 = 0
@@ -63,6 +63,9 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var closing: ClosingWithNotice?
     /// The verified chain, by which the worker finds connections that a CRL revokes.
     private(set) var chain: [ChainLink] = []
+    /// With verify_cert_in_directory: the certificate and mapping values, kept for the
+    /// background re-check of live connections.
+    private(set) var directoryLookup: DirectoryLookup?
     var listenerRuntime: ListenerRuntime { listener }
 
     /// A close that waits for the next LDAP message boundary, then sends a notice.
@@ -182,6 +185,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         let now = monotonicNanos()
         listener.metrics.handshakeSeconds.record(Double(now - acceptedAt) / 1e9)
         worker.index(self)
+        if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
     }
 
@@ -208,6 +212,51 @@ final class ClientConnection: EventHandler, TimerTarget {
             if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
             return finish(.refused)
         }
+    }
+
+    // MARK: - Directory
+
+    /// After the chain verified: does the user's entry hold exactly this certificate?
+    /// Nothing reaches the backend until the directory has said yes.
+    private func startDirectoryCheck(now: UInt64) {
+        guard let session, let identity, let lookup = DirectoryLookup(session: session, identity: identity) else {
+            return deny(.directoryUnavailable, detail: "cannot read the client certificate")
+        }
+        directoryLookup = lookup
+        phase = .checkingDirectory
+        deadline = now + listener.config.directoryTimeoutNanos + 500_000_000
+        worker.loop.arm(self, at: deadline)
+        worker.directoryChecker(for: listener).check(lookup, generation: trust.generation) { [self] verdict in
+            self.directoryAnswered(verdict)
+        }
+    }
+
+    private func directoryAnswered(_ verdict: DirectoryVerdict) {
+        guard phase == .checkingDirectory else { return }
+        switch verdict {
+        case .present:
+            connectBackend(now: monotonicNanos())
+        case .absent(let detail):
+            deny(.notInDirectory, detail: detail)
+        case .unavailable(let why):
+            if listener.config.directoryUnavailable == .allow {
+                listener.logger.warning("directory unavailable, allowing", metadata: [
+                    "client": "\(peer)", "subject": "\(identity?.subject ?? "")", "detail": "\(why)",
+                ])
+                connectBackend(now: monotonicNanos())
+            } else {
+                deny(.directoryUnavailable, detail: why)
+            }
+        }
+    }
+
+    /// Refuses after a completed handshake: the alert goes out as a record, then the
+    /// same lingering close as any refusal.
+    private func deny(_ reason: RefusalReason, detail: String) {
+        refusal = reason
+        failureDetail = detail
+        if let session { gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(reason.alert(tls13: isTLS13))) }
+        refuse()
     }
 
     // MARK: - Backend
@@ -268,7 +317,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             case .handshaking: driveHandshake()
             case .lingering: drainLingering()
             case .relaying: pump()
-            case .connecting, .closed: break
+            case .checkingDirectory, .connecting, .closed: break
             }
         } else if fd == backendFD {
             if readable { backendReadable = true }
@@ -289,6 +338,8 @@ final class ClientConnection: EventHandler, TimerTarget {
         switch phase {
         case .handshaking:
             if now >= deadline { return finishHandshakeTimeout() }
+        case .checkingDirectory:
+            if now >= deadline { return directoryAnswered(.unavailable("the directory did not answer in time")) }
         case .connecting:
             if now >= deadline { return backendUnavailable("connect timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))") }
         case .lingering:
@@ -485,7 +536,7 @@ final class ClientConnection: EventHandler, TimerTarget {
     /// the session is still usable, then close both sides.
     func terminate(_ end: ConnectionEnd, detail: String?) {
         guard phase != .closed else { return }
-        if phase == .relaying || phase == .connecting { sayGoodbye() }
+        if phase == .relaying || phase == .connecting || phase == .checkingDirectory { sayGoodbye() }
         finish(end, detail: detail)
     }
 

@@ -19,10 +19,19 @@ final class ListenerRuntime: Sendable {
     let boundWorkers = Atomic<Int>(0)
     /// Last backend probe: 0 = not probed yet, 1 = answered, 2 = did not.
     let backendState = Atomic<Int>(0)
+    /// The directory for verify_cert_in_directory (nil when the check is off).
+    let directoryAddress: SocketAddress?
+    let directoryPassword: [UInt8]
+    /// Last directory connection event: 0 = none yet, 1 = up, 2 = down.
+    let directoryState = Atomic<Int>(0)
 
-    init(config: ListenerConfig, trust: TrustState, ticketKey: TicketKey?, metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
+    init(config: ListenerConfig, trust: TrustState, ticketKey: TicketKey?, directoryPassword: [UInt8],
+         metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
         self.config = config
         self.ticketKey = ticketKey
+        self.directoryPassword = directoryPassword
+        directoryAddress = config.verifyCertInDirectory
+            ? try SocketAddress.resolve(config.directoryEndpoint ?? config.backend!) : nil
         name = config.name
         listenAddress = try SocketAddress.resolve(config.listen!)
         backendAddress = try SocketAddress.resolve(config.backend!)

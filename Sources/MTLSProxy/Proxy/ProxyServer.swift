@@ -27,12 +27,25 @@ public struct LoadedConfiguration {
     let config: ProxyConfig
     let trusts: [TrustState]
     let ticketKeys: [TicketKey?]
+    let directoryPasswords: [[UInt8]]
 
     public init(_ config: ProxyConfig) throws(StartupError) {
         self.config = config
         var trusts: [TrustState] = []
         var ticketKeys: [TicketKey?] = []
+        var directoryPasswords: [[UInt8]] = []
         for listener in config.listeners {
+            if let file = listener.directoryBindPasswordFile, listener.verifyCertInDirectory {
+                do {
+                    var password = try FileBytes.read(file)
+                    while let last = password.last, last == 10 || last == 13 { password.removeLast() }
+                    directoryPasswords.append(password)
+                } catch {
+                    throw .configuration("[\(listener.name)] \(file): \(String(cString: strerror(error.errno)))")
+                }
+            } else {
+                directoryPasswords.append([])
+            }
             do {
                 trusts.append(try TrustState(config: listener, verifyCallback: peerVerifyCallback))
                 if listener.sessionTickets {
@@ -51,6 +64,7 @@ public struct LoadedConfiguration {
         }
         self.trusts = trusts
         self.ticketKeys = ticketKeys
+        self.directoryPasswords = directoryPasswords
     }
 
     /// What `--check` prints: one block per listener.
@@ -114,7 +128,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             do {
                 listeners.append(try ListenerRuntime(
                     config: listenerConfig, trust: trust, ticketKey: loaded.ticketKeys[index],
-                    metrics: metrics.listener(listenerConfig.name), logger: logger))
+                    directoryPassword: loaded.directoryPasswords[index], metrics: metrics.listener(listenerConfig.name), logger: logger))
             } catch {
                 throw .configuration("[\(listenerConfig.name)] \(error)")
             }

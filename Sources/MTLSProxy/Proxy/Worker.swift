@@ -25,6 +25,14 @@ final class Worker {
     }
 
     func startAccepting() {
+        for acceptor in acceptors where acceptor.listener.config.verifyCertInDirectory {
+            directoryChecker(for: acceptor.listener).warmUp()
+            if acceptor.listener.config.revokeActive && acceptor.listener.config.directoryCacheTTLNanos > 0 {
+                let recheck = DirectoryRecheck(worker: self, listener: acceptor.listener)
+                rechecks.append(recheck)
+                recheck.start()
+            }
+        }
         for acceptor in acceptors {
             loop.register(fd: acceptor.fd, events: Epoll.input, handler: acceptor)
             acceptor.listener.boundWorkers.add(1, ordering: .relaxed)
@@ -48,7 +56,37 @@ final class Worker {
     /// certificate, whichever is fewer), never by scanning all connections.
     private var byCertificate: [ChainLink: [UInt64: ClientConnection]] = [:]
 
+    private var directoryCheckers: [ObjectIdentifier: DirectoryChecker] = [:]
+    private var rechecks: [DirectoryRecheck] = []
+
     var connectionCount: Int { connections.count }
+
+    func directoryChecker(for listener: ListenerRuntime) -> DirectoryChecker {
+        if let checker = directoryCheckers[ObjectIdentifier(listener)] { return checker }
+        let checker = DirectoryChecker(listener: listener, loop: loop)
+        directoryCheckers[ObjectIdentifier(listener)] = checker
+        return checker
+    }
+
+    /// With revoke_active, connections whose certificate was removed from its entry are
+    /// closed: every directory_cache_ttl the live identities are asked again (one search
+    /// per distinct certificate), bypassing the cache.
+    func recheckDirectory(_ listener: ListenerRuntime) {
+        var byCertificate: [[UInt8]: [ClientConnection]] = [:]
+        for connection in connections.values where connection.listenerRuntime === listener && connection.phase == .relaying {
+            if let lookup = connection.directoryLookup { byCertificate[lookup.certificate, default: []].append(connection) }
+        }
+        let checker = directoryChecker(for: listener)
+        for holders in byCertificate.values {
+            checker.check(holders[0].directoryLookup!, generation: listener.trust.generation, useCache: false) { verdict in
+                guard case .absent = verdict else { return }
+                for connection in holders {
+                    connection.closeWithNotice(NoticeOfDisconnection.removedFromDirectory, end: .revoked,
+                                               detail: "certificate no longer in the directory entry")
+                }
+            }
+        }
+    }
 
     func adopt(_ connection: ClientConnection) { connections[connection.timerKey] = connection }
     func forget(_ connection: ClientConnection) { connections[connection.timerKey] = nil }
@@ -144,5 +182,29 @@ final class Acceptor: EventHandler {
                 "client": "\(peer)", "end": "over_limit",
                 "detail": "max_connections (\(listener.config.maxConnections)) reached",
             ])
+    }
+}
+
+/// The timer of the background directory re-check, one per listener and worker.
+final class DirectoryRecheck: TimerTarget {
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let worker: Worker
+    private let listener: ListenerRuntime
+
+    init(worker: Worker, listener: ListenerRuntime) {
+        self.worker = worker
+        self.listener = listener
+        timerKey = worker.loop.makeTimerKey()
+    }
+
+    private var period: UInt64 { max(listener.config.directoryCacheTTLNanos, 1_000_000_000) }
+
+    func start() { worker.loop.arm(self, at: monotonicNanos() + period) }
+
+    func timerFired(now: UInt64) {
+        if worker.draining { return }
+        worker.recheckDirectory(listener)
+        worker.loop.arm(self, at: now + period)
     }
 }

@@ -16,6 +16,10 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case handshakeTimeout = "handshake_timeout"
     /// Verified, but matched none of the listener's allow-lists.
     case notAllowed = "not_allowed"
+    /// verify_cert_in_directory: the mapped entry does not hold this certificate.
+    case notInDirectory = "not_in_directory"
+    /// verify_cert_in_directory with directory_unavailable = reject, and no answer.
+    case directoryUnavailable = "directory_unavailable"
 
     /// The TLS alert number the client is sent (TLS 1.2 has no certificate_required).
     func alert(tls13: Bool) -> UInt32 {
@@ -28,7 +32,7 @@ public enum RefusalReason: String, Sendable, CaseIterable {
         case .crlMissing, .crlExpired: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
         case .notYetValid, .wrongPurpose, .badCertificate: return GNUTLS_A_BAD_CERTIFICATE.rawValue
         case .handshakeFailed, .handshakeTimeout: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
-        case .notAllowed: return GNUTLS_A_ACCESS_DENIED.rawValue
+        case .notAllowed, .notInDirectory, .directoryUnavailable: return GNUTLS_A_ACCESS_DENIED.rawValue
         }
     }
 }

@@ -1,0 +1,145 @@
+import CGnuTLSShim
+import Glibc
+
+/// What a certificate needs for the directory check: its DER, and the values a
+/// `cert_map_filter` template may use.
+struct DirectoryLookup: Sendable {
+    var certificate: [UInt8]
+    var subject: String
+    var cn: String
+    var uid: String
+    var email: String
+    var serial: String
+
+    /// Reads the client's end-entity certificate from a session.
+    init?(session: gnutls_session_t, identity: PeerIdentity) {
+        var count: UInt32 = 0
+        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else { return nil }
+        certificate = Array(UnsafeBufferPointer(start: peers[0].data, count: Int(peers[0].size)))
+        subject = identity.subject
+        cn = identity.commonName ?? ""
+        serial = identity.serialHex
+        uid = ""
+        email = ""
+        var cert: gnutls_x509_crt_t?
+        gnutls_x509_crt_init(&cert)
+        guard let cert else { return }
+        defer { gnutls_x509_crt_deinit(cert) }
+        var datum = peers[0]
+        guard gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) == 0 else { return }
+        let names = CertificateNames(cert, subject: subject)
+        uid = Self.attribute(cert, oid: "0.9.2342.19200300.100.1.1") ?? ""
+        email = names.email.first ?? Self.attribute(cert, oid: "1.2.840.113549.1.9.1") ?? ""
+    }
+
+    private static func attribute(_ cert: gnutls_x509_crt_t, oid: String) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        var size = buffer.count
+        guard gnutls_x509_crt_get_dn_by_oid(cert, oid, 0, 0, &buffer, &size) >= 0 else { return nil }
+        return String(decoding: buffer[0..<min(size, buffer.count)].prefix(while: { $0 != 0 }), as: UTF8.self)
+    }
+
+    /// Fills a cert_map_filter template; every value is escaped per RFC 4515 first, so a
+    /// certificate can never add filter syntax.
+    func filter(from template: String) -> String {
+        var text = template
+        for (name, value) in [("{subject}", subject), ("{cn}", cn), ("{uid}", uid), ("{email}", email), ("{serial}", serial)] {
+            text = text.replacingAll(name, with: LDAPFilter.escape(value))
+        }
+        return text
+    }
+}
+
+enum DirectoryVerdict {
+    case present
+    case absent(String)
+    case unavailable(String)
+}
+
+/// The directory check of one listener on one event loop: maps the certificate to an
+/// entry (`cert_map`), asks the directory whether the entry holds exactly this
+/// certificate, and caches the answer for `directory_cache_ttl`, negative answers too.
+final class DirectoryChecker {
+    static let attributes = ["userCertificate;binary", "userCertificate"]
+
+    private let config: ListenerConfig
+    private let listener: ListenerRuntime
+    private var connections: [DirectoryConnection] = []
+    private var cache: [[UInt8]: (generation: UInt64, expires: UInt64, present: Bool)] = [:]
+    private var next = 0
+
+    init(listener: ListenerRuntime, loop: EventLoop) {
+        self.listener = listener
+        config = listener.config
+        guard let address = listener.directoryAddress else { return }
+        for _ in 0..<2 {
+            connections.append(DirectoryConnection(
+                loop: loop, address: address, bindDN: config.directoryBindDN, password: listener.directoryPassword,
+                timeoutNanos: config.directoryTimeoutNanos
+            ) { [weak listener] up in listener?.directoryState.store(up ? 1 : 2, ordering: .relaxed) })
+        }
+    }
+
+    /// Connects the pool at start, so that /readyz knows the directory's state early.
+    func warmUp() {
+        let now = monotonicNanos()
+        for connection in connections { connection.connect(now: now) }
+    }
+
+    func check(_ lookup: DirectoryLookup, generation: UInt64, useCache: Bool = true, done: @escaping (DirectoryVerdict) -> Void) {
+        let now = monotonicNanos()
+        if useCache, let hit = cache[lookup.certificate], hit.generation == generation, now < hit.expires {
+            listener.metrics.directoryCacheHits.increment()
+            return done(hit.present ? .present : .absent("certificate not in the mapped entry (cached)"))
+        }
+        let build: (Int) -> [UInt8]
+        switch config.certMap {
+        case .subject:
+            let filter = LDAPFilter.present("objectClass")
+            build = { id in
+                LDAPMessages.searchRequest(id: id, base: lookup.subject, scope: .base, filter: filter, attributes: Self.attributes)
+            }
+        case .search:
+            let text = lookup.filter(from: config.certMapFilter ?? "(userCertificate;binary=*)")
+            guard let filter = try? LDAPFilter.parse(text) else { return done(.unavailable("cert_map_filter '\(text)' does not parse")) }
+            let base = config.certMapBase ?? ""
+            build = { id in LDAPMessages.searchRequest(id: id, base: base, scope: .subtree, filter: filter, attributes: Self.attributes) }
+        }
+        guard !connections.isEmpty else { return done(.unavailable("no directory configured")) }
+        let connection = connections.min { $0.load < $1.load } ?? connections[next % connections.count]
+        next += 1
+        listener.metrics.directoryRequests.increment()
+        let ttl = config.directoryCacheTTLNanos
+        connection.search(build) { [weak self] answer in
+            switch answer {
+            case .unavailable(let why):
+                done(.unavailable(why))
+            case .values(let values):
+                // Any candidate entry holding exactly this certificate will do.
+                let present = values.contains(lookup.certificate)
+                if ttl > 0 { self?.remember(lookup.certificate, generation: generation, present: present, ttl: ttl) }
+                done(present ? .present : .absent(values.isEmpty ? "no entry, or no certificate in it" : "the entry holds other certificates"))
+            }
+        }
+    }
+
+    private func remember(_ certificate: [UInt8], generation: UInt64, present: Bool, ttl: UInt64) {
+        if cache.count >= 16384 { cache.removeAll(keepingCapacity: true) }
+        cache[certificate] = (generation, monotonicNanos() + ttl, present)
+    }
+}
+
+extension String {
+    /// Replaces every occurrence of `target` (no Foundation here).
+    func replacingAll(_ target: String, with replacement: String) -> String {
+        guard !target.isEmpty else { return self }
+        var result = ""
+        var rest = Substring(self)
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound]
+            result += replacement
+            rest = rest[range.upperBound...]
+        }
+        return result + rest
+    }
+}

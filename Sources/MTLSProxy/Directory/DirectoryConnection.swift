@@ -1,0 +1,219 @@
+import CGnuTLSShim
+import Glibc
+
+/// What one directory search found.
+enum DirectoryAnswer {
+    /// The certificate values of the entries found (none when there is no entry).
+    case values([[UInt8]])
+    case unavailable(String)
+}
+
+/// One persistent LDAP connection to the directory, on an event loop: non-blocking
+/// connect, optional simple bind, then searches multiplexed by message ID, each with
+/// its own deadline. A broken connection fails what is in flight and reconnects, after a
+/// backoff, when the next search needs it.
+final class DirectoryConnection: EventHandler, TimerTarget {
+    enum State { case disconnected, connecting, binding, ready }
+
+    static let maxMessageBytes = 16 << 20
+
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let loop: EventLoop
+    private let address: SocketAddress
+    private let bindDN: String?
+    private let password: [UInt8]
+    private let timeoutNanos: UInt64
+    private let onStateChange: (Bool) -> Void
+    private(set) var state = State.disconnected
+    private var fd: Int32 = -1
+    private var output: [UInt8] = []
+    private var input: [UInt8] = []
+    private var nextID = 1
+    private var waiting: [(build: (Int) -> [UInt8], deadline: UInt64, done: (DirectoryAnswer) -> Void)] = []
+    private var inFlight: [Int: (deadline: UInt64, values: [[UInt8]], done: (DirectoryAnswer) -> Void)] = [:]
+    private var retryAfter: UInt64 = 0
+    private var backoffNanos: UInt64 = 100_000_000
+    private var connectDeadline: UInt64 = 0
+
+    init(loop: EventLoop, address: SocketAddress, bindDN: String?, password: [UInt8], timeoutNanos: UInt64,
+         onStateChange: @escaping (Bool) -> Void) {
+        self.loop = loop
+        self.address = address
+        self.bindDN = bindDN
+        self.password = password
+        self.timeoutNanos = timeoutNanos
+        self.onStateChange = onStateChange
+        timerKey = loop.makeTimerKey()
+    }
+
+    var load: Int { inFlight.count + waiting.count }
+
+    /// Runs a search built by `build(messageID)`; `done` gets the values or why not.
+    func search(_ build: @escaping (Int) -> [UInt8], done: @escaping (DirectoryAnswer) -> Void) {
+        let now = monotonicNanos()
+        if state == .disconnected {
+            if now < retryAfter { return done(.unavailable("directory unreachable (retrying)")) }
+            connect(now: now)
+            if state == .disconnected { return done(.unavailable("directory unreachable")) }
+        }
+        waiting.append((build, now + timeoutNanos, done))
+        if state == .ready { flushWaiting() }
+        loop.arm(self, at: now + timeoutNanos)
+    }
+
+    func connect(now: UInt64) {
+        guard state == .disconnected else { return }
+        switch Socket.connect(to: address) {
+        case .failed:
+            fail("connect to the directory failed")
+        case .connected(let fd), .inProgress(let fd):
+            self.fd = fd
+            state = .connecting
+            connectDeadline = now + timeoutNanos
+            loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
+            loop.arm(self, at: connectDeadline)
+        }
+    }
+
+    func handleEvent(fd: Int32, events: UInt32) {
+        if state == .connecting {
+            guard events & (Epoll.output | Epoll.error | Epoll.hangup) != 0 else { return }
+            guard Socket.pendingError(fd) == 0 else { return fail("connect to the directory failed") }
+            if let bindDN {
+                state = .binding
+                let id = takeID()
+                output += LDAPMessages.bindRequest(id: id, dn: bindDN, password: password)
+                inFlight[id] = (monotonicNanos() + timeoutNanos, [], { [unowned self] answer in
+                    if case .unavailable(let why) = answer { return self.fail(why) }
+                    self.becomeReady()
+                })
+            } else {
+                becomeReady()
+            }
+        }
+        if events & (Epoll.input | Epoll.readHangup | Epoll.error | Epoll.hangup) != 0 { readAll() }
+        guard self.fd >= 0 else { return }
+        writeAll()
+    }
+
+    private func becomeReady() {
+        state = .ready
+        backoffNanos = 100_000_000
+        onStateChange(true)
+        flushWaiting()
+        writeAll()
+    }
+
+    private func flushWaiting() {
+        for request in waiting {
+            let id = takeID()
+            output += request.build(id)
+            inFlight[id] = (request.deadline, [], request.done)
+        }
+        waiting.removeAll()
+        writeAll()
+    }
+
+    private func takeID() -> Int {
+        defer { nextID = nextID == Int(Int32.max) ? 1 : nextID + 1 }
+        return nextID
+    }
+
+    private func writeAll() {
+        while !output.isEmpty && fd >= 0 {
+            let n = output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n > 0 { output.removeFirst(n); continue }
+            if n < 0 && errno == EAGAIN { return }
+            if n < 0 && errno == EINTR { continue }
+            return fail("lost the directory connection")
+        }
+    }
+
+    private func readAll() {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while fd >= 0 {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 { input.append(contentsOf: chunk[0..<n]); continue }
+            if n < 0 && errno == EAGAIN { break }
+            if n < 0 && errno == EINTR { continue }
+            return fail("the directory closed the connection")
+        }
+        while let message = nextMessage() {
+            guard let response = try? LDAPMessages.decode(message) else { return fail("undecodable LDAP message from the directory") }
+            handle(response)
+        }
+    }
+
+    /// One complete LDAPMessage from the input, by BER length; nil when more is needed.
+    private func nextMessage() -> [UInt8]? {
+        guard input.count >= 2 else { return nil }
+        guard input[0] == 0x30 else { fail("not LDAP from the directory"); return nil }
+        var header = 2, length = Int(input[1])
+        if input[1] & 0x80 != 0 {
+            let count = Int(input[1] & 0x7f)
+            guard count >= 1 && count <= 4 else { fail("bad BER length from the directory"); return nil }  // 0x80: indefinite
+            guard input.count >= 2 + count else { return nil }
+            length = input[2..<2 + count].reduce(0) { $0 << 8 | Int($1) }
+            header += count
+        }
+        guard length <= Self.maxMessageBytes else { fail("oversize LDAP message from the directory"); return nil }
+        guard input.count >= header + length else { return nil }
+        let message = Array(input[0..<header + length])
+        input.removeFirst(header + length)
+        return message
+    }
+
+    private func handle(_ response: LDAPMessages.Response) {
+        guard var request = inFlight[response.messageID] else { return }
+        switch response.operation {
+        case 4:
+            request.values += response.values
+            inFlight[response.messageID] = request
+        case 1:
+            inFlight[response.messageID] = nil
+            request.done(response.resultCode == 0 ? .values([]) : .unavailable("bind as \(bindDN ?? "") failed (resultCode \(response.resultCode ?? -1))"))
+        case 5:
+            inFlight[response.messageID] = nil
+            switch response.resultCode ?? -1 {
+            case 0, 4, 32: request.done(.values(request.values))  // success, sizeLimitExceeded, noSuchObject
+            case let code: request.done(.unavailable("search failed with resultCode \(code)"))
+            }
+        default:
+            break
+        }
+    }
+
+    func timerFired(now: UInt64) {
+        if state == .connecting && now >= connectDeadline { return fail("connect to the directory timed out") }
+        if inFlight.values.contains(where: { $0.deadline <= now }) {
+            return fail("the directory did not answer within the timeout")
+        }
+        for (index, request) in waiting.enumerated().reversed() where request.deadline <= now {
+            waiting.remove(at: index)
+            request.done(.unavailable("the directory did not answer within the timeout"))
+        }
+        let next = (inFlight.values.map(\.deadline) + waiting.map(\.deadline) + (state == .connecting ? [connectDeadline] : [])).min()
+        if let next { loop.arm(self, at: next) }
+    }
+
+    /// Drops the connection and fails everything pending with `why`.
+    private func fail(_ why: String) {
+        if fd >= 0 {
+            loop.deregister(fd: fd)
+            close(fd)
+            fd = -1
+        }
+        state = .disconnected
+        retryAfter = monotonicNanos() + backoffNanos
+        backoffNanos = min(backoffNanos * 2, 5_000_000_000)
+        output.removeAll()
+        input.removeAll()
+        let pending = Array(inFlight.values.map(\.done)) + waiting.map(\.done)
+        inFlight.removeAll()
+        waiting.removeAll()
+        loop.disarm(self)
+        onStateChange(false)
+        for done in pending { done(.unavailable(why)) }
+    }
+}
