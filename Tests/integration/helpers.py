@@ -212,8 +212,8 @@ def listener_config(pki, port, backend, name="ldaps", **extra):
     return "\n".join(lines) + "\n"
 
 
-def proxy_config(pki, port, backend, health_port=None, globals_=None, **extra):
-    head = ["workers = 2"]
+def proxy_config(pki, port, backend, health_port=None, globals_=None, workers=2, **extra):
+    head = [f"workers = {workers}"] if workers else []
     if health_port:
         head.append(f"health_listen = 127.0.0.1:{health_port}")
     for key, value in (globals_ or {}).items():
