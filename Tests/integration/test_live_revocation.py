@@ -206,7 +206,7 @@ def test_500_handshakes_while_the_crl_folder_is_rewritten_50_times(start_proxy, 
     worker.join(120)
     failures = [r for r in results if r is not True]
     assert len(results) == 500 and not failures, failures[:5]
-    assert len(proxy.log_lines("reloaded")) >= 5
+    assert len(proxy.log_lines("reloaded")) >= 2  # bursts are debounced into fewer reloads
 
 
 def test_crl_that_expires_while_running_flips_strict_to_refusal(start_proxy, pki, backend, crl_dir):
