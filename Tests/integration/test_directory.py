@@ -66,6 +66,13 @@ sn: service
 description: alice
 userCertificate;binary:: {base64.b64encode(der(pki, "alice")).decode()}
 
+dn: cn=bob-service,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+cn: bob-service
+sn: service
+description: bob
+userCertificate;binary:: {base64.b64encode(der(pki, "bob")).decode()}
+
 dn: uid=other,ou=people,dc=example,dc=com
 objectClass: inetOrgPerson
 uid: other
@@ -100,11 +107,26 @@ def test_certificate_in_own_entry_is_served_others_are_refused(start_proxy, pki,
 
 
 def test_search_mapping_takes_the_candidate_that_holds_the_certificate(start_proxy, pki, backend, directory):
+    # bob has two candidates: uid=bob (no certificate) and cn=bob-service (his certificate).
     proxy = directory_proxy(start_proxy, pki, backend, directory, cert_map="search",
                             cert_map_base="ou=people,dc=example,dc=com",
                             cert_map_filter="(|(uid={uid})(description={uid}))")
-    assert round_trip(proxy.port, pki, "alice") == b"ping\n"  # uid=alice has it too; either will do
-    assert "access denied" in refusal(proxy.port, pki, "bob").lower().replace("_", " ")
+    assert round_trip(proxy.port, pki, "bob") == b"ping\n"
+    assert round_trip(proxy.port, pki, "alice") == b"ping\n"
+    assert "access denied" in refusal(proxy.port, pki, "dave").lower().replace("_", " ")  # no candidate
+
+
+def test_simple_bind_for_the_check(start_proxy, pki, backend, directory, tmp_path):
+    password = tmp_path / "directory.password"
+    password.write_text(slapd_fixture.ROOT_PW + "\n")
+    proxy = directory_proxy(start_proxy, pki, backend, directory, directory_bind_dn=slapd_fixture.ROOT_DN,
+                            directory_bind_password_file=str(password))
+    assert round_trip(proxy.port, pki, "alice") == b"ping\n"
+    password.write_text("wrong\n")
+    wrong = directory_proxy(start_proxy, pki, backend, directory, directory_bind_dn=slapd_fixture.ROOT_DN,
+                            directory_bind_password_file=str(password))
+    assert "access denied" in refusal(wrong.port, pki, "alice").lower().replace("_", " ")
+    wrong.wait_for_log("reason=directory_unavailable.*bind as cn=admin")
 
 
 def test_filter_metacharacters_cannot_widen_the_search(start_proxy, pki, backend, directory):

@@ -35,6 +35,8 @@ final class DirectoryConnection: EventHandler, TimerTarget {
     private var retryAfter: UInt64 = 0
     private var backoffNanos: UInt64 = 100_000_000
     private var connectDeadline: UInt64 = 0
+    /// Why the last connection attempt or connection failed, for refusals during backoff.
+    private var lastFailure = "not connected"
 
     init(loop: EventLoop, address: SocketAddress, bindDN: String?, password: [UInt8], timeoutNanos: UInt64,
          onStateChange: @escaping (Bool) -> Void) {
@@ -53,9 +55,9 @@ final class DirectoryConnection: EventHandler, TimerTarget {
     func search(_ build: @escaping (Int) -> [UInt8], done: @escaping (DirectoryAnswer) -> Void) {
         let now = monotonicNanos()
         if state == .disconnected {
-            if now < retryAfter { return done(.unavailable("directory unreachable (retrying)")) }
+            if now < retryAfter { return done(.unavailable("directory unreachable, retrying soon: \(lastFailure)")) }
             connect(now: now)
-            if state == .disconnected { return done(.unavailable("directory unreachable")) }
+            if state == .disconnected { return done(.unavailable(lastFailure)) }
         }
         waiting.append((build, now + timeoutNanos, done))
         if state == .ready { flushWaiting() }
@@ -199,6 +201,7 @@ final class DirectoryConnection: EventHandler, TimerTarget {
 
     /// Drops the connection and fails everything pending with `why`.
     private func fail(_ why: String) {
+        lastFailure = why
         if fd >= 0 {
             loop.deregister(fd: fd)
             close(fd)
