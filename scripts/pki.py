@@ -166,6 +166,30 @@ def server_names():
     return [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
 
 
+def issue_client(dirpath, name, serial=None):
+    """A client certificate of the intermediate CA (optionally with a chosen serial)."""
+    inter, inter_key = load(dirpath, "intermediate-ca")
+    key = new_key()
+    cert = make_cert(subject_for(name), key, inter, inter_key, serial=serial)
+    write_pem(os.path.join(dirpath, f"{name}.pem"), cert)
+    write_key(os.path.join(dirpath, f"{name}.key"), key)
+    return cert
+
+
+def reissue_server(dirpath, cert_path, key_path):
+    """A new server certificate (new key, new serial) for `localhost`, written atomically
+    to the given paths, key first."""
+    inter, inter_key = load(dirpath, "intermediate-ca")
+    key = new_key()
+    cert = make_cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key, inter, inter_key,
+                     eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=server_names())
+    write_key(key_path + ".new", key)
+    os.replace(key_path + ".new", key_path)
+    write_pem(cert_path + ".new", cert, inter)
+    os.replace(cert_path + ".new", cert_path)
+    return cert
+
+
 def init(dirpath):
     os.makedirs(dirpath, exist_ok=True)
     root_key = new_key()

@@ -2,7 +2,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -25,11 +24,9 @@ def pki(tmp_path_factory):
     return pki_module.init(str(tmp_path_factory.mktemp("pki")))
 
 
-@pytest.fixture(scope="session")
-def slapd(tmp_path_factory):
-    """A real slapd (mdb) with the users alice, bob and carol, on a free loopback port."""
-    directory = str(tmp_path_factory.mktemp("slapd"))
-    slapd_fixture.setup(directory)
+def running_slapd(directory, extra_entries=0):
+    """Sets up and runs a slapd on a free loopback port; yields its HOST:PORT."""
+    slapd_fixture.setup(directory, extra_entries=extra_entries)
     port = free_port()
     process = subprocess.Popen(slapd_fixture.command(directory, port), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -39,23 +36,19 @@ def slapd(tmp_path_factory):
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def slapd(tmp_path_factory):
+    """A real slapd (mdb) with the users alice, bob and carol, on a free loopback port."""
+    yield from running_slapd(str(tmp_path_factory.mktemp("slapd")))
 
 
 @pytest.fixture(scope="session")
 def big_slapd(tmp_path_factory):
     """A slapd with 20,000 extra entries (about 10 MB of search results): enough that
     a full search is still streaming while a test does something to the connection."""
-    directory = str(tmp_path_factory.mktemp("slapd-big"))
-    slapd_fixture.setup(directory, extra_entries=20000)
-    port = free_port()
-    process = subprocess.Popen(slapd_fixture.command(directory, port), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        slapd_fixture.wait_ready(port)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(10)
+    yield from running_slapd(str(tmp_path_factory.mktemp("slapd-big")), extra_entries=20000)
 
 
 @pytest.fixture
@@ -93,6 +86,16 @@ def proxy(start_proxy, pki, backend):
     p = start_proxy(proxy_config(pki, port, backend.address))
     p.port = port
     return p
+
+
+@pytest.fixture
+def crl_dir(pki, tmp_path):
+    """A CRL folder of this test's own, freshly signed (CRL number 1), that it may rewrite."""
+    target = tmp_path / "crl"
+    target.mkdir()
+    for issuer, names in pki_module.REVOKED.items():
+        pki_module.write_crl(pki, issuer, str(target / f"{issuer}.crl"), names, number=1)
+    return str(target)
 
 
 @pytest.fixture

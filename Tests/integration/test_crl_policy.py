@@ -99,19 +99,10 @@ def test_delta_and_partitioned_crls_are_refused_loudly(start_proxy, pki, backend
     proxy.wait_for_log("reason=crl_missing")
 
 
-def issue_client(pki, name, serial):
-    """A client certificate of the intermediate with a chosen serial number."""
-    inter, inter_key = pki_module.load(pki, "intermediate-ca")
-    key = pki_module.new_key()
-    cert = pki_module.make_cert(pki_module.subject_for(name), key, inter, inter_key, serial=serial)
-    pki_module.write_pem(os.path.join(pki, f"{name}.pem"), cert)
-    pki_module.write_key(os.path.join(pki, f"{name}.key"), key)
-
-
 def test_100000_entry_crl_refuses_its_serial_and_not_its_neighbours(start_proxy, pki, backend, crl_copy):
     base = 0x5EED << 100
     for name, serial in [("serial-base", base), ("serial-below", base - 1), ("serial-above", base + 1)]:
-        issue_client(pki, name, serial)
+        pki_module.issue_client(pki, name, serial)
     # base, and 99,999 more around it that skip base - 1 and base + 1.
     others = [base + d for d in range(2, 50_002)] + [base - d for d in range(2, 50_001)]
     pki_module.write_crl(pki, "intermediate", os.path.join(crl_copy, "intermediate.crl"), [base] + others)

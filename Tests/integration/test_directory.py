@@ -11,7 +11,7 @@ from cryptography import x509
 
 import pki as pki_module
 import slapd_fixture
-from helpers import free_port, http_get, proxy_config, refusal, round_trip, tls_connect, wait_until
+from helpers import free_port, http_get, proxy_config, refusal, round_trip, tls_connect
 
 ADMIN = ["-x", "-D", slapd_fixture.ROOT_DN, "-w", slapd_fixture.ROOT_PW]
 
@@ -32,14 +32,6 @@ def put_certificate(url, dn, certificate_der):
                     f"userCertificate;binary:: {base64.b64encode(certificate_der).decode()}\n")
 
 
-def issue_client(pki, name, serial=None):
-    inter, inter_key = pki_module.load(pki, "intermediate-ca")
-    key = pki_module.new_key()
-    cert = pki_module.make_cert(pki_module.subject_for(name), key, inter, inter_key, serial=serial)
-    pki_module.write_pem(os.path.join(pki, f"{name}.pem"), cert)
-    pki_module.write_key(os.path.join(pki, f"{name}.key"), key)
-
-
 @pytest.fixture(scope="module")
 def directory(tmp_path_factory, pki):
     """A slapd whose entries hold certificates: alice her own, carol bob's, bob none;
@@ -52,8 +44,8 @@ def directory(tmp_path_factory, pki):
     url = f"ldap://127.0.0.1:{port}"
     try:
         slapd_fixture.wait_ready(port)
-        issue_client(pki, "dave")
-        issue_client(pki, "*")
+        pki_module.issue_client(pki, "dave")
+        pki_module.issue_client(pki, "*")
         put_certificate(url, "uid=alice,ou=people,dc=example,dc=com", der(pki, "alice"))
         put_certificate(url, "uid=carol,ou=people,dc=example,dc=com", der(pki, "bob"))
         # For cert_map = search: a second entry that names alice in its description and
@@ -173,7 +165,7 @@ def test_cache_hit_avoids_a_directory_round_trip(start_proxy, pki, backend, dire
 
 
 def test_removing_the_certificate_closes_the_live_connection(start_proxy, pki, backend, directory):
-    issue_client(pki, "erin")
+    pki_module.issue_client(pki, "erin")
     ldapmodify(directory, f"""dn: uid=erin,ou=people,dc=example,dc=com
 objectClass: inetOrgPerson
 uid: erin

@@ -99,13 +99,7 @@ def test_sighup_serves_new_certificate(start_proxy, pki, backend, own_files):
     port = free_port()
     proxy = start_proxy(reload_config(pki, port, backend, own_files))
     old = served_serial(port, pki)
-    inter, inter_key = pki_module.load(pki, "intermediate-ca")
-    key = pki_module.new_key()
-    cert = pki_module.make_cert(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")]), key,
-                                inter, inter_key, eku=[x509.ExtendedKeyUsageOID.SERVER_AUTH],
-                                san=pki_module.server_names())
-    pki_module.write_key(str(own_files / "server.key"), key)
-    pki_module.write_pem(str(own_files / "server.pem"), cert, inter)
+    cert = pki_module.reissue_server(pki, str(own_files / "server.pem"), str(own_files / "server.key"))
     proxy.signal(signal.SIGHUP)
     proxy.wait_for_log("reloaded")
     assert served_serial(port, pki) == cert.serial_number != old

@@ -3,17 +3,15 @@ handshakes and on open connections, which get an LDAP Notice of Disconnection be
 two complete messages. Reloads never let anyone through who should not be."""
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import threading
-import time
 
 import pytest
 
 import ldapwire
 import pki as pki_module
-from helpers import converse, free_port, proxy_config, refusal, round_trip, tls_connect, wait_until
+from helpers import free_port, proxy_config, refusal, round_trip, tls_connect, wait_until
 
 
 class LdapClient:
@@ -57,15 +55,6 @@ def assert_ends_with_notice(messages, leftover, code=8):
     assert messages, "nothing was received"
     message_id, op, result, name = ldapwire.describe(messages[-1])
     assert (message_id, op, result, name) == (0, ldapwire.EXTENDED_RESPONSE, code, ldapwire.NOTICE_OF_DISCONNECTION)
-
-
-@pytest.fixture
-def crl_dir(pki, tmp_path):
-    target = tmp_path / "crl"
-    target.mkdir()
-    for issuer, names in pki_module.REVOKED.items():
-        pki_module.write_crl(pki, issuer, str(target / f"{issuer}.crl"), names, number=1)
-    return str(target)
 
 
 def revoke(pki, crl_dir, *names, number=2):
@@ -239,7 +228,7 @@ def test_kubernetes_style_folder_swap(start_proxy, pki, backend, tmp_path):
     for name in ["root.crl", "intermediate.crl"]:
         os.symlink(f"..data/{name}", crl_dir / name)
     port = free_port()
-    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=str(crl_dir)))
+    start_proxy(proxy_config(pki, port, backend.address, crl_dir=str(crl_dir)))
     assert round_trip(port, pki, "carol") == b"ping\n"
     publish(2, ["revoked-int", "carol"])
     wait_until(lambda: "revoked" in refusal(port, pki, "carol").lower(), timeout=5, what="carol refused")
@@ -255,18 +244,10 @@ def test_server_certificate_file_change_reloads_without_sighup(start_proxy, pki,
     port = free_port()
     text = proxy_config(pki, port, backend.address).replace(f"{pki}/server.pem", str(tmp_path / "server.pem")) \
         .replace(f"{pki}/server.key", str(tmp_path / "server.key"))
-    proxy = start_proxy(text)
-    inter, inter_key = pki_module.load(pki, "intermediate-ca")
-    key = pki_module.new_key()
-    cert = pki_module.make_cert(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "localhost")]), key,
-                                inter, inter_key, eku=[x509.ExtendedKeyUsageOID.SERVER_AUTH],
-                                san=pki_module.server_names())
+    start_proxy(text)
     # Key first, then certificate, each replaced atomically: between the two a reload
     # may fail (mismatch) and keep the old pair; the final state must be the new pair.
-    pki_module.write_key(str(tmp_path / "server.key.new"), key)
-    os.replace(tmp_path / "server.key.new", tmp_path / "server.key")
-    pki_module.write_pem(str(tmp_path / "server.pem.new"), cert, inter)
-    os.replace(tmp_path / "server.pem.new", tmp_path / "server.pem")
+    cert = pki_module.reissue_server(pki, str(tmp_path / "server.pem"), str(tmp_path / "server.key"))
 
     def serial():
         with tls_connect(port, pki, "alice") as s:

@@ -28,15 +28,6 @@ def session_of(port, pki, name, tls="1.3"):
         return s.session
 
 
-@pytest.fixture
-def crl_dir(pki, tmp_path):
-    target = tmp_path / "crl"
-    target.mkdir()
-    for issuer, names in pki_module.REVOKED.items():
-        pki_module.write_crl(pki, issuer, str(target / f"{issuer}.crl"), names, number=1)
-    return str(target)
-
-
 @pytest.mark.parametrize("tls", ["1.3", "1.2"])
 def test_resumed_session_is_served_and_logged(start_proxy, pki, backend, crl_dir, tls):
     port = free_port()
