@@ -9,19 +9,20 @@ final class VerificationPolicyTests: XCTestCase {
     private let now = 1_800_000_000
 
     private func crl(_ issuer: [UInt8], revoked: [[UInt8]] = [], nextUpdate: Int?) -> CRLInfo {
-        CRLInfo(issuer: "CN=\(issuer)", issuerKey: issuer, revoked: Set(revoked.map(SerialNumber.init)), thisUpdate: now - 100,
+        CRLInfo(issuer: "CN=\(issuer)", issuerKey: IssuerKey(name: issuer), revoked: Set(revoked.map(SerialNumber.init)), thisUpdate: now - 100,
                 nextUpdate: nextUpdate, number: nil, file: "test.crl")
     }
 
     /// alice (serial 0x10) issued by the intermediate (serial 0x20) issued by the root.
     private var chain: [ChainLink] {
-        [ChainLink(issuerKey: intermediate, serial: SerialNumber([0x10])), ChainLink(issuerKey: root, serial: SerialNumber([0x20]))]
+        [ChainLink(issuer: IssuerKey(name: intermediate), serial: SerialNumber([0x10])),
+         ChainLink(issuer: IssuerKey(name: root), serial: SerialNumber([0x20]))]
     }
 
     private func decide(status: UInt32 = 0, crls: [CRLInfo], policy: CRLPolicy? = .strict) -> RefusalReason? {
-        var byIssuer: [[UInt8]: CRLInfo] = [:]
-        for crl in crls { byIssuer[crl.issuerKey] = crl }
-        return VerificationPolicy.decide(chainStatus: status, chain: chain, crls: byIssuer, policy: policy, now: now)
+        var set = CRLSet()
+        for crl in crls { set.byIssuer[crl.issuerKey] = crl }
+        return VerificationPolicy.decide(chainStatus: status, chain: chain, crls: set, policy: policy, now: now)
     }
 
     func testCleanChainWithCurrentCRLsIsAccepted() {
@@ -78,6 +79,29 @@ final class VerificationPolicyTests: XCTestCase {
         XCTAssertEqual(RefusalReason.expired.alert(tls13: true), 45)
         XCTAssertEqual(RefusalReason.wrongPurpose.alert(tls13: true), 42)
         XCTAssertEqual(RefusalReason.crlExpired.alert(tls13: true), 46)
+    }
+
+    func testKeyIdentifiersTellApartCAsOfTheSameName() {
+        // Two intermediates named alike (a key rollover): the old key's CRL revokes 0x10,
+        // the new key's CRL does not. A certificate from the new key is not revoked.
+        var old = crl(intermediate, revoked: [[0x10]], nextUpdate: now + 60)
+        old.issuerKey.keyID = [0xAA]
+        old.number = [9]
+        var new = crl(intermediate, nextUpdate: now + 60)
+        new.issuerKey.keyID = [0xBB]
+        new.number = [1]
+        var set = CRLSet()
+        set.byIssuer[old.issuerKey] = old
+        set.byIssuer[new.issuerKey] = new
+        XCTAssertEqual(set.crl(for: IssuerKey(name: intermediate, keyID: [0xBB]))?.issuerKey.keyID, [0xBB])
+        XCTAssertEqual(set.crl(for: IssuerKey(name: intermediate, keyID: [0xAA]))?.revoked.count, 1)
+        XCTAssertEqual(set.crl(for: IssuerKey(name: intermediate))?.issuerKey.keyID, [0xAA],
+                       "a certificate without a key identifier gets the newest CRL of its issuer's name")
+        XCTAssertNil(set.crl(for: IssuerKey(name: intermediate, keyID: [0xCC])), "an unknown key has no CRL")
+        var plain = crl(root, nextUpdate: now + 60)
+        plain.issuerKey.keyID = []
+        set.byIssuer[plain.issuerKey] = plain
+        XCTAssertNotNil(set.crl(for: IssuerKey(name: root, keyID: [0x01])), "a CRL without a key identifier covers its name")
     }
 
     func testNewerCRLSupersedes() {

@@ -112,3 +112,38 @@ def test_100000_entry_crl_refuses_its_serial_and_not_its_neighbours(start_proxy,
     assert round_trip(proxy.port, pki, "serial-above") == b"ping\n"
     check = subprocess.run([proxy.process.args[0], "--config", proxy.config_path, "--check"], capture_output=True)
     assert "CN=Intermediate CA,O=mtls-proxy test: 100000 revoked" in check.stdout.decode()
+
+
+def test_crls_of_two_cas_with_the_same_name_are_told_apart(start_proxy, pki, backend, tmp_path):
+    # A key rollover: a second "Intermediate CA" (same name, new key). Its client frank
+    # happens to get the serial that the old key's CRL revokes: frank must not be refused.
+    from cryptography.hazmat.primitives import serialization
+    root, root_key = pki_module.load(pki, "root-ca")
+    new_key = pki_module.new_key()
+    old_inter, _ = pki_module.load(pki, "intermediate-ca")
+    new_inter = pki_module.make_cert(old_inter.subject, new_key, root, root_key, ca=True, path_len=0)
+    folder = tmp_path / "rollover"
+    folder.mkdir()
+    pki_module.write_pem(str(folder / "intermediate-ca.pem"), new_inter)
+    pki_module.write_key(str(folder / "intermediate-ca.key"), new_key)
+    revoked_serial = pki_module.serial_of(pki, "revoked-int")
+    frank_key = pki_module.new_key()
+    frank = pki_module.make_cert(pki_module.subject_for("frank"), frank_key, new_inter, new_key, serial=revoked_serial)
+    pki_module.write_pem(str(folder / "frank.pem"), frank, new_inter)
+    pki_module.write_key(str(folder / "frank.key"), frank_key)
+    for name in ["root-ca.pem"]:
+        (folder / name).write_bytes(open(os.path.join(pki, name), "rb").read())
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(open(os.path.join(pki, "ca-bundle.pem"), "rb").read()
+                       + new_inter.public_bytes(serialization.Encoding.PEM))
+    crl_dir = tmp_path / "crl"
+    crl_dir.mkdir()
+    pki_module.write_crl(pki, "root", str(crl_dir / "root.crl"), [])
+    pki_module.write_crl(pki, "intermediate", str(crl_dir / "old-intermediate.crl"), ["revoked-int"], number=50)
+    pki_module.write_crl(str(folder), "intermediate", str(crl_dir / "new-intermediate.crl"), [], number=1)
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, crl_dir=str(crl_dir))
+                        .replace(f"{pki}/ca-bundle.pem", str(bundle)))
+    assert "revoked" in refusal(port, pki, "revoked-int").lower()  # the old key's client: revoked
+    assert round_trip(port, str(folder), "frank") == b"ping\n"     # same serial, other key: not
+    assert round_trip(port, pki, "alice") == b"ping\n"

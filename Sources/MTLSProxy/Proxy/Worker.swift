@@ -92,11 +92,11 @@ final class Worker {
     func forget(_ connection: ClientConnection) { connections[connection.timerKey] = nil }
 
     func index(_ connection: ClientConnection) {
-        for link in connection.chain { byCertificate[link, default: [:]][connection.timerKey] = connection }
+        for link in connection.chain { byCertificate[link.byName, default: [:]][connection.timerKey] = connection }
     }
 
     func unindex(_ connection: ClientConnection) {
-        for link in connection.chain {
+        for link in connection.chain.map(\.byName) {
             byCertificate[link]?[connection.timerKey] = nil
             if byCertificate[link]?.isEmpty == true { byCertificate[link] = nil }
         }
@@ -105,24 +105,25 @@ final class Worker {
     /// After `listener` swapped in `trust`: closes its connections whose chain holds a
     /// certificate that the new CRLs revoke, each with a Notice of Disconnection.
     func closeRevoked(listener: ListenerRuntime, trust: TrustState) {
-        let crls = trust.crls.byIssuer
-        let revokedCount = crls.values.reduce(0) { $0 + $1.revoked.count }
-        var victims: [ClientConnection] = []
+        let revokedCount = trust.crls.byIssuer.values.reduce(0) { $0 + $1.revoked.count }
+        var candidates: [ClientConnection] = []
         if byCertificate.count <= revokedCount {
-            for (link, holders) in byCertificate where crls[link.issuerKey]?.revoked.contains(link.serial) == true {
-                victims.append(contentsOf: holders.values)
-            }
+            for holders in byCertificate.values { candidates.append(contentsOf: holders.values) }
         } else {
-            for crl in crls.values {
+            for crl in trust.crls.byIssuer.values {
                 for serial in crl.revoked {
-                    if let holders = byCertificate[ChainLink(issuerKey: crl.issuerKey, serial: serial)] {
-                        victims.append(contentsOf: holders.values)
+                    if let holders = byCertificate[ChainLink(issuer: IssuerKey(name: crl.issuerKey.name), serial: serial)] {
+                        candidates.append(contentsOf: holders.values)
                     }
                 }
             }
         }
+        // The index is by issuer name; the exact check (key identifiers too) decides.
         var seen = Set<UInt64>()
-        for connection in victims where connection.listenerRuntime === listener && seen.insert(connection.timerKey).inserted {
+        for connection in candidates where connection.listenerRuntime === listener && seen.insert(connection.timerKey).inserted {
+            guard connection.chain.contains(where: { trust.crls.crl(for: $0.issuer)?.revoked.contains($0.serial) == true }) else {
+                continue
+            }
             connection.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: "certificate revoked by a new CRL")
         }
     }

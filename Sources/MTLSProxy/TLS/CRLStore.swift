@@ -5,8 +5,9 @@ import Glibc
 /// so that the check costs the same whatever the size of the CRL.
 struct CRLInfo: Sendable {
     var issuer: String
-    /// DER of the issuer name: the same bytes as the `rawIssuer` of the certificates it covers.
-    var issuerKey: [UInt8]
+    /// The issuer's DER name (the `rawIssuer` of the certificates it covers) and the
+    /// CRL's authority key identifier.
+    var issuerKey: IssuerKey
     var revoked: Set<SerialNumber>
     var thisUpdate: Int
     /// nil when the CRL has no nextUpdate (RFC 5280 requires one; then it never goes stale).
@@ -29,7 +30,7 @@ struct CRLInfo: Sendable {
 
 /// The CRLs of one folder, each verified against the trusted CAs.
 struct CRLSet: Sendable {
-    var byIssuer: [[UInt8]: CRLInfo] = [:]
+    var byIssuer: [IssuerKey: CRLInfo] = [:]
     /// Files and CRLs that were skipped, with the reason: logged and counted.
     var warnings: [String] = []
     var rejectedCount = 0
@@ -42,6 +43,18 @@ struct CRLSet: Sendable {
     /// A file that exists but does not parse keeps the CRLs `previous` had loaded from
     /// it: a CRL caught half-written (truncated, then written) must not un-revoke
     /// anyone in between. A file that is gone takes its CRLs with it.
+    /// The CRL that covers certificates of `issuer`: the one of the same name and key
+    /// identifier; where either side lacks a key identifier (not conforming to RFC 5280,
+    /// but seen), the newest one of the same name.
+    func crl(for issuer: IssuerKey) -> CRLInfo? {
+        if let exact = byIssuer[issuer] { return exact }
+        var best: CRLInfo?
+        for crl in byIssuer.values where crl.issuerKey.name == issuer.name && (issuer.keyID.isEmpty || crl.issuerKey.keyID.isEmpty) {
+            if best == nil || crl.supersedes(best!) { best = crl }
+        }
+        return best
+    }
+
     static func load(directory: String, trustedCAs caBundle: [UInt8], previous: CRLSet? = nil) throws(SystemError) -> CRLSet {
         var set = CRLSet()
         let names = try listFiles(directory)
@@ -101,7 +114,7 @@ struct CRLSet: Sendable {
             guard let crl = list[i] else { continue }
             switch Self.verify(crl, cas: cas) {
             case .failure(let reason):
-                skip("\(path): CRL \(i + 1) ignored: \(reason)")
+                skip("\(path): CRL \(i + 1) ignored: \(reason.text)")
             case .success:
                 if let unsupported = Self.unsupportedScope(crl) {
                     skip("\(path): CRL \(i + 1) ignored: \(unsupported)")
@@ -119,23 +132,30 @@ struct CRLSet: Sendable {
     /// here (GnuTLS would silently drop an expired CRL, failing open): an expired CRL
     /// still revokes, and the policy decides at handshake time whether it is current.
     private static func verify(_ crl: gnutls_x509_crl_t, cas: [gnutls_x509_crt_t]) -> Result<Void, CRLRejection> {
-        var status: UInt32 = 0
-        let rc = cas.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: gnutls_x509_crt_t?.self) { rebound in
-                gnutls_x509_crl_verify(crl, rebound.baseAddress, UInt32(rebound.count), 0, &status)
-            }
+        // GnuTLS picks a CRL's signer by name alone; with two CAs of one name (a key
+        // rollover) it may try the wrong one. Try each CA of that name on its own.
+        var datum = gnutls_datum_t()
+        let issuerName = gnutls_x509_crl_get_raw_issuer_dn(crl, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
+        let candidates = cas.filter { ca in
+            var name = gnutls_datum_t()
+            return gnutls_x509_crt_get_raw_dn(ca, &name) == 0 && GnuTLS.takeBytes(&name) == issuerName
         }
-        guard rc >= 0 else { return .failure(CRLRejection(text: GnuTLS.describe(rc))) }
+        guard !candidates.isEmpty else { return .failure(CRLRejection(text: "no trusted CA issued it (a CRL from a stranger)")) }
         let fatal = GNUTLS_CERT_SIGNATURE_FAILURE.rawValue | GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue
             | GNUTLS_CERT_SIGNER_NOT_CA.rawValue | GNUTLS_CERT_INSECURE_ALGORITHM.rawValue
             | GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE.rawValue
-        if status & GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue != 0 {
-            return .failure(CRLRejection(text: "no trusted CA issued it (a CRL from a stranger)"))
+        var lastStatus: UInt32 = 0
+        for ca in candidates {
+            var status: UInt32 = 0
+            var one: gnutls_x509_crt_t? = ca
+            let rc = gnutls_x509_crl_verify(crl, &one, 1, 0, &status)
+            // Dates are not judged here (GnuTLS would drop an expired CRL, failing open):
+            // an expired CRL still revokes; the policy decides at handshake time.
+            if rc >= 0 && status & fatal == 0 { return .success(()) }
+            lastStatus = status
         }
-        if status & fatal != 0 {
-            return .failure(CRLRejection(text: "its signature does not verify against the trusted CA (status 0x\(String(status, radix: 16)))"))
-        }
-        return .success(())
+        return .failure(CRLRejection(
+            text: "its signature does not verify against the trusted CA (status 0x\(String(lastStatus, radix: 16)))"))
     }
 
     /// CRLs whose scope is not "every certificate of this issuer" are refused loudly
@@ -159,7 +179,12 @@ struct CRLSet: Sendable {
 
     private static func read(_ crl: gnutls_x509_crl_t, file: String) -> CRLInfo {
         var datum = gnutls_datum_t()
-        let issuerKey = gnutls_x509_crl_get_raw_issuer_dn(crl, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
+        let issuerName = gnutls_x509_crl_get_raw_issuer_dn(crl, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
+        var keyID = [UInt8](repeating: 0, count: 64)
+        var keyIDSize = keyID.count
+        var keyIDCritical: UInt32 = 0
+        let hasKeyID = gnutls_x509_crl_get_authority_key_id(crl, &keyID, &keyIDSize, &keyIDCritical) == 0
+        let issuerKey = IssuerKey(name: issuerName, keyID: hasKeyID ? Array(keyID[0..<keyIDSize]) : [])
         let issuer = gnutls_x509_crl_get_issuer_dn3(crl, &datum, 0) == 0 ? GnuTLS.takeString(&datum) : ""
         let next = gnutls_x509_crl_get_next_update(crl)
         var numberBytes = [UInt8](repeating: 0, count: 64)

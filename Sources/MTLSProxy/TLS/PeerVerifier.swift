@@ -73,7 +73,7 @@ enum PeerVerifier {
         let chain = chainLinks(leaf: leaf, sent: sent, trust: trust)
         let now = wallClockSeconds()
         var refusal = VerificationPolicy.decide(
-            chainStatus: status, chain: chain, crls: trust.crls.byIssuer, policy: trust.crlPolicy, now: now)
+            chainStatus: status, chain: chain, crls: trust.crls, policy: trust.crlPolicy, now: now)
         if refusal == nil, let names, !trust.allowList.permits(names) { refusal = .notAllowed }
         var result = Result(identity: identity, refusal: refusal, chain: chain)
         result.validUntil = validUntil(sent: sent, chain: chain, trust: trust, now: now)
@@ -86,8 +86,8 @@ enum PeerVerifier {
         var until = now + 3600
         for cert in sent { until = min(until, cert.notAfter) }
         for link in chain {
-            if let ca = trust.caBySubject[link.issuerKey] { until = min(until, ca.notAfter) }
-            if trust.crlPolicy == .strict, let next = trust.crls.byIssuer[link.issuerKey]?.nextUpdate {
+            if let ca = trust.caBySubject[link.issuer.name] { until = min(until, ca.notAfter) }
+            if trust.crlPolicy == .strict, let next = trust.crls.crl(for: link.issuer)?.nextUpdate {
                 until = min(until, next)
             }
         }
@@ -100,7 +100,7 @@ enum PeerVerifier {
         var links: [ChainLink] = []
         var current = leaf
         for _ in 0..<16 {
-            links.append(ChainLink(issuerKey: current.rawIssuer, serial: current.serial))
+            links.append(ChainLink(issuer: current.issuerKey, serial: current.serial))
             guard let issuer = trust.caBySubject[current.rawIssuer] ?? sent.first(where: { $0.rawSubject == current.rawIssuer }),
                 !issuer.isSelfIssued
             else { break }

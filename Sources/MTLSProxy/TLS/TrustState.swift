@@ -129,7 +129,7 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
     func issuersWithoutCurrentCRL(at now: Int) -> [String] {
         guard crlPolicy == .strict else { return [] }
         return caBySubject.values.filter { ca in
-            guard let crl = crls.byIssuer[ca.rawSubject] else { return true }
+            guard let crl = crls.crl(for: ca.ownKey) else { return true }
             return !crl.isCurrent(at: now)
         }.map(\.subject).sorted()
     }

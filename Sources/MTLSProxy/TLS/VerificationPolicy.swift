@@ -37,10 +37,22 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     }
 }
 
+/// Who issued a certificate or a CRL: the issuer's DER name and its key identifier (the
+/// authority key identifier; empty when absent). The key identifier tells apart two CAs
+/// of the same name, as during a CA key rollover.
+struct IssuerKey: Sendable, Hashable {
+    var name: [UInt8]
+    var keyID: [UInt8] = []
+}
+
 /// One certificate of the client chain as the revocation check sees it.
 struct ChainLink: Sendable, Hashable {
-    var issuerKey: [UInt8]
+    var issuer: IssuerKey
     var serial: SerialNumber
+
+    /// The same certificate without the key identifier: how the live-connection index
+    /// files it, so that a CRL without one still finds it.
+    var byName: ChainLink { ChainLink(issuer: IssuerKey(name: issuer.name), serial: serial) }
 }
 
 /// The decisions of verification, free of GnuTLS sessions so that they can be tested
@@ -50,7 +62,7 @@ enum VerificationPolicy {
     /// chain we cannot anchor says nothing trustworthy about revocation, and a revoked
     /// certificate is reported as revoked even when it has also expired.
     static func decide(
-        chainStatus status: UInt32, chain: [ChainLink], crls: [[UInt8]: CRLInfo], policy: CRLPolicy?, now: Int
+        chainStatus status: UInt32, chain: [ChainLink], crls: CRLSet, policy: CRLPolicy?, now: Int
     ) -> RefusalReason? {
         if status & (GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue | GNUTLS_CERT_SIGNER_NOT_CA.rawValue) != 0 {
             return .unknownCA
@@ -73,10 +85,10 @@ enum VerificationPolicy {
 
     /// Each link must not be revoked by its issuer's CRL; under `strict` each issuer
     /// must also have a CRL that has not passed its nextUpdate.
-    static func revocationRefusal(chain: [ChainLink], crls: [[UInt8]: CRLInfo], policy: CRLPolicy, now: Int) -> RefusalReason? {
+    static func revocationRefusal(chain: [ChainLink], crls: CRLSet, policy: CRLPolicy, now: Int) -> RefusalReason? {
         var staleness: RefusalReason?
         for link in chain {
-            guard let crl = crls[link.issuerKey] else {
+            guard let crl = crls.crl(for: link.issuer) else {
                 if policy == .strict && staleness == nil { staleness = .crlMissing }
                 continue
             }

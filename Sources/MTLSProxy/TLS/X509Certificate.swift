@@ -14,6 +14,14 @@ struct CertificateInfo: Sendable {
     var notAfter: Int
     /// The first CN of the subject, for the PROXY protocol header.
     var commonName: String?
+    /// Key identifiers: who signed it (authority) and, for a CA, who it is (subject).
+    var authorityKeyID: [UInt8] = []
+    var subjectKeyID: [UInt8] = []
+
+    /// The issuer as CRLs name it.
+    var issuerKey: IssuerKey { IssuerKey(name: rawIssuer, keyID: authorityKeyID) }
+    /// This certificate as the issuer of others (for a CA).
+    var ownKey: IssuerKey { IssuerKey(name: rawSubject, keyID: subjectKeyID) }
 
     var isSelfIssued: Bool { rawSubject == rawIssuer }
     var serialHex: String { serial.description }
@@ -34,6 +42,12 @@ struct CertificateInfo: Sendable {
         }
         notBefore = gnutls_x509_crt_get_activation_time(cert)
         notAfter = gnutls_x509_crt_get_expiration_time(cert)
+        var id = [UInt8](repeating: 0, count: 64)
+        var idSize = id.count
+        var critical: UInt32 = 0
+        if gnutls_x509_crt_get_authority_key_id(cert, &id, &idSize, &critical) == 0 { authorityKeyID = Array(id[0..<idSize]) }
+        idSize = id.count
+        if gnutls_x509_crt_get_subject_key_id(cert, &id, &idSize, &critical) == 0 { subjectKeyID = Array(id[0..<idSize]) }
         var cn = [UInt8](repeating: 0, count: 256)
         var cnSize = cn.count
         if gnutls_x509_crt_get_dn_by_oid(cert, GNUTLS_OID_X520_COMMON_NAME, 0, 0, &cn, &cnSize) >= 0 {
