@@ -269,6 +269,7 @@ def main():
     parser.add_argument("--crl-sizes", default="1,1000,10000,100000")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench-results.jsonl"))
     parser.add_argument("--only", default="mtls-proxy,haproxy,stunnel")
+    parser.add_argument("--crl-only", action="store_true", help="only the CRL-size rows")
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="mtls-bench-")
@@ -281,7 +282,7 @@ def main():
     }
     names = [n for n in ["mtls-proxy", "haproxy", "stunnel"] if n in args.only.split(",")]
     try:
-        for name in names:
+        for name in ([] if args.crl_only else names):
             proxy = starters[name](os.path.join(bench.pki, "crl"))
             try:
                 for workload in ["full", "resume", "reqresp", "bulk"]:
