@@ -66,7 +66,6 @@ final class DirectoryChecker {
     private let listener: ListenerRuntime
     private var connections: [DirectoryConnection] = []
     private var cache: [[UInt8]: (generation: UInt64, expires: UInt64, present: Bool)] = [:]
-    private var next = 0
 
     init(listener: ListenerRuntime, loop: EventLoop) {
         self.listener = listener
@@ -106,8 +105,7 @@ final class DirectoryChecker {
             build = { id in LDAPMessages.searchRequest(id: id, base: base, scope: .subtree, filter: filter, attributes: Self.attributes) }
         }
         guard !connections.isEmpty else { return done(.unavailable("no directory configured")) }
-        let connection = connections.min { $0.load < $1.load } ?? connections[next % connections.count]
-        next += 1
+        let connection = connections.min { $0.load < $1.load }!  // the least busy of the pool
         listener.metrics.directoryRequests.increment()
         let ttl = config.directoryCacheTTLNanos
         connection.search(build) { [weak self] answer in

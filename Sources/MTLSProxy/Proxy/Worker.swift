@@ -59,7 +59,6 @@ final class Worker {
     private var directoryCheckers: [ObjectIdentifier: DirectoryChecker] = [:]
     private var rechecks: [DirectoryRecheck] = []
 
-    var connectionCount: Int { connections.count }
 
     func directoryChecker(for listener: ListenerRuntime) -> DirectoryChecker {
         if let checker = directoryCheckers[ObjectIdentifier(listener)] { return checker }
