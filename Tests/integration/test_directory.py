@@ -190,3 +190,25 @@ userCertificate;binary:: {base64.b64encode(der(pki, "erin")).decode()}
     # the echo backend is not LDAP: the proxy closes at once, without a notice
     proxy.wait_for_log("UID=erin.*end=revoked.*no longer in the directory")
     assert "access denied" in refusal(proxy.port, pki, "erin").lower().replace("_", " ")
+
+
+def test_directory_over_ldapi(start_proxy, pki, backend, tmp_path):
+    # A second slapd that also listens on a unix socket, holding alice's certificate.
+    folder = str(tmp_path / "slapd")
+    slapd_fixture.setup(folder)
+    socket_path = str(tmp_path / "ldapi")
+    port = free_port()
+    command = slapd_fixture.command(folder, port)
+    index = command.index("-h") + 1
+    encoded = socket_path.replace("/", "%2F")
+    command[index] = f"ldap://127.0.0.1:{port}/ ldapi://{encoded}"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        slapd_fixture.wait_ready(port)
+        put_certificate(f"ldap://127.0.0.1:{port}", "uid=alice,ou=people,dc=example,dc=com", der(pki, "alice"))
+        proxy = directory_proxy(start_proxy, pki, backend, f"ldapi://{encoded}")
+        assert round_trip(proxy.port, pki, "alice") == b"ping\n"
+        assert "access denied" in refusal(proxy.port, pki, "bob").lower().replace("_", " ")
+    finally:
+        process.terminate()
+        process.wait(10)

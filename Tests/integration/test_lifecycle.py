@@ -114,3 +114,30 @@ def test_sighup_loads_a_new_crl(start_proxy, pki, backend, own_files):
     proxy.wait_for_log("reloaded")
     assert "revoked" in refusal(port, pki, "carol").lower()
     assert round_trip(port, pki, "alice") == b"ping\n"
+
+
+def test_json_log_line_per_connection(start_proxy, pki, backend):
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, globals_={"log_format": "json"}))
+    assert round_trip(port, pki, "alice") == b"ping\n"
+    assert "revoked" in refusal(port, pki, "revoked-int").lower()
+    proxy.wait_for_log('"end":"refused"')
+    lines = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
+    closed = next(line for line in lines if line.get("end") == "closed")
+    assert closed["subject"] == "UID=alice,OU=people,DC=example,DC=com"
+    assert closed["tls"] == "TLS1.3" and closed["bytes_in"] == "5" and closed["bytes_out"] == "5"
+    for key in ["time", "level", "msg", "listener", "client", "issuer", "serial", "cipher", "duration_ms"]:
+        assert key in closed, key
+    refused = next(line for line in lines if line.get("end") == "refused")
+    assert refused["reason"] == "revoked" and refused["level"] == "warn"
+
+
+def test_drops_privileges_after_binding(start_proxy, pki, backend):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, globals_={"user": "nobody", "group": "nogroup"}))
+    with open(f"/proc/{proxy.process.pid}/status") as f:
+        ids = {line.split(":")[0]: line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:"))}
+    assert ids["Uid"] == ["65534"] * 4 and ids["Gid"] == ["65534"] * 4
+    assert round_trip(port, pki, "alice") == b"ping\n"
