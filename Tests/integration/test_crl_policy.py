@@ -147,3 +147,4 @@ def test_crls_of_two_cas_with_the_same_name_are_told_apart(start_proxy, pki, bac
     assert "revoked" in refusal(port, pki, "revoked-int").lower()  # the old key's client: revoked
     assert round_trip(port, str(folder), "frank") == b"ping\n"     # same serial, other key: not
     assert round_trip(port, pki, "alice") == b"ping\n"
+    assert not proxy.log_lines("CRL skipped"), "each CRL must verify against the CA of its own key"
