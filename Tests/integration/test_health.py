@@ -92,3 +92,19 @@ def test_silent_health_client_times_out_without_blocking_others(health_proxy):
     data = silent.recv(4096)
     assert data.startswith(b"HTTP/1.1 408")
     silent.close()
+
+
+def test_bytes_of_a_live_connection_show_before_it_closes(health_proxy, pki):
+    from helpers import tls_connect
+    live = tls_connect(health_proxy.port, pki, "alice")
+    live.sendall(b"x" * 1000)
+    received = b""
+    while len(received) < 1000:
+        received += live.recv(4096)
+
+    def counted():
+        text = http_get(health_proxy.health, "/metrics")[1]
+        return 'mtls_proxy_bytes_total{listener="ldaps",direction="client_to_backend"} 1000' in text \
+            and 'mtls_proxy_bytes_total{listener="ldaps",direction="backend_to_client"} 1000' in text
+    wait_until(counted, what="live byte counts")
+    live.close()

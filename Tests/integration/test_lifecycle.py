@@ -125,7 +125,7 @@ def test_json_log_line_per_connection(start_proxy, pki, backend):
     lines = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
     closed = next(line for line in lines if line.get("end") == "closed")
     assert closed["subject"] == "UID=alice,OU=people,DC=example,DC=com"
-    assert closed["tls"] == "TLS1.3" and closed["bytes_in"] == "5" and closed["bytes_out"] == "5"
+    assert closed["tls"] == "TLS1.3" and closed["bytes_in"] == 5 and closed["bytes_out"] == 5
     for key in ["time", "level", "msg", "listener", "client", "issuer", "serial", "cipher", "duration_ms"]:
         assert key in closed, key
     refused = next(line for line in lines if line.get("end") == "refused")

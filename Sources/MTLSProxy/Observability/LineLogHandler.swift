@@ -15,6 +15,8 @@ public struct LineLogHandler: LogHandler {
         "duration_ms", "end", "reason", "detail",
     ]
 
+    static let numericKeys: Set<String> = ["bytes_in", "bytes_out", "duration_ms"]
+
     public init(format: LogFormat, level: Logger.Level) {
         self.format = format
         self.logLevel = level
@@ -40,7 +42,12 @@ public struct LineLogHandler: LogHandler {
             for key in keys { line += " \(key)=\(Self.textValue("\(merged[key]!)"))" }
         case .json:
             line = "{\"time\":\(JSON.quote(Timestamp.nowWithMillis())),\"level\":\(JSON.quote(level)),\"msg\":\(JSON.quote("\(event.message)"))"
-            for key in keys { line += ",\(JSON.quote(key)):\(JSON.quote("\(merged[key]!)"))" }
+            for key in keys {
+                let value = "\(merged[key]!)"
+                // Counts and durations as JSON numbers, everything else as strings.
+                let numeric = Self.numericKeys.contains(key) && !value.isEmpty && value.allSatisfy(\.isASCIIDigit)
+                line += ",\(JSON.quote(key)):\(numeric ? value : JSON.quote(value))"
+            }
             line += "}"
         }
         StandardError.write(line + "\n")

@@ -54,6 +54,8 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var readAhead = RelayBuffer()
     private var bytesFromClient = 0
     private var bytesToClient = 0
+    private var reportedFromClient = 0
+    private var reportedToClient = 0
     private var tlsVersion: String?
     private var cipher: String?
     private var resumed = false
@@ -501,7 +503,23 @@ final class ClientConnection: EventHandler, TimerTarget {
         if clientDone && backendWriteShut && backendDone && byeSent {
             return finish(.closed)
         }
-        if moved { touch() }
+        if moved {
+            touch()
+            reportBytes()
+        }
+    }
+
+    /// Adds the bytes moved since the last report to the listener's counters, so that
+    /// /metrics shows long-lived LDAP connections while they run, not only when they end.
+    private func reportBytes() {
+        if bytesFromClient > reportedFromClient {
+            listener.metrics.bytesFromClient.increment(by: Int64(bytesFromClient - reportedFromClient))
+            reportedFromClient = bytesFromClient
+        }
+        if bytesToClient > reportedToClient {
+            listener.metrics.bytesToClient.increment(by: Int64(bytesToClient - reportedToClient))
+            reportedToClient = bytesToClient
+        }
     }
 
     // MARK: - Closing
@@ -568,8 +586,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         worker.unindex(self)
         listener.releaseSlot()
         listener.metrics.connections[end]?.increment()
-        if bytesFromClient > 0 { listener.metrics.bytesFromClient.increment(by: Int64(bytesFromClient)) }
-        if bytesToClient > 0 { listener.metrics.bytesToClient.increment(by: Int64(bytesToClient)) }
+        reportBytes()
         logClose(end, detail: detail ?? failureDetail)
     }
 
