@@ -57,15 +57,31 @@ def test_forged_crl_neither_revokes_nor_breaks(start_proxy, pki, backend, crl_co
     assert proxy.log_lines("zz-forged.crl.*does not verify|zz-forged.crl.*stranger")
 
 
-def test_der_crl_and_garbage_file(start_proxy, pki, backend, crl_copy):
+def test_der_crl_with_any_name(start_proxy, pki, backend, crl_copy):
     os.remove(os.path.join(crl_copy, "intermediate.crl"))
     pki_module.write_crl(pki, "intermediate", os.path.join(crl_copy, "any-name.der"), ["revoked-int"], der=True)
-    with open(os.path.join(crl_copy, "notes.txt"), "w") as f:
-        f.write("this is not a CRL\n")
     proxy = start(start_proxy, pki, backend, crl_copy)
     assert "revoked" in refusal(proxy.port, pki, "revoked-int").lower()
     assert round_trip(proxy.port, pki, "alice") == b"ping\n"
-    assert proxy.log_lines("notes.txt: not a CRL")
+
+
+def test_garbage_in_the_crl_folder_at_start_exits_1_naming_the_file(binary, pki, crl_copy, tmp_path):
+    with open(os.path.join(crl_copy, "notes.txt"), "w") as f:
+        f.write("this is not a CRL\n")
+    config = tmp_path / "proxy.conf"
+    config.write_text(proxy_config(pki, free_port(), "127.0.0.1:1", crl_dir=crl_copy))
+    result = subprocess.run([binary, "--config", str(config)], capture_output=True, timeout=20)
+    assert result.returncode == 1
+    assert f"{crl_copy}/notes.txt: not a CRL" in result.stderr.decode()
+
+
+def test_garbage_added_while_running_is_skipped(start_proxy, pki, backend, crl_copy):
+    proxy = start(start_proxy, pki, backend, crl_copy)
+    with open(os.path.join(crl_copy, "notes.txt"), "w") as f:
+        f.write("this is not a CRL\n")
+    proxy.wait_for_log("notes.txt: not a CRL")
+    assert "revoked" in refusal(proxy.port, pki, "revoked-int").lower()
+    assert round_trip(proxy.port, pki, "alice") == b"ping\n"
 
 
 def test_newer_crl_of_same_issuer_wins_whatever_the_file_order(start_proxy, pki, backend, crl_copy):

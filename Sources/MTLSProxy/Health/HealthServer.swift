@@ -12,11 +12,15 @@ final class HealthServer: EventHandler {
     let fd: Int32
     private unowned let loop: EventLoop
     private let readiness: () -> ReadinessReport
+    /// Indices of workers whose loop has not turned lately (empty when all are alive).
+    private let stalledWorkers: () -> [Int]
     private let registry: PrometheusCollectorRegistry
     private var open: [Int32: HealthConnection] = [:]
 
-    init(fd: Int32, loop: EventLoop, registry: PrometheusCollectorRegistry, readiness: @escaping () -> ReadinessReport) {
+    init(fd: Int32, loop: EventLoop, registry: PrometheusCollectorRegistry, stalledWorkers: @escaping () -> [Int],
+         readiness: @escaping () -> ReadinessReport) {
         self.fd = fd
+        self.stalledWorkers = stalledWorkers
         self.loop = loop
         self.registry = registry
         self.readiness = readiness
@@ -48,9 +52,12 @@ final class HealthServer: EventHandler {
         var response: HTTPResponse
         switch head.path {
         case "/healthz":
-            // Answering at all proves the loop turns; the other loops are checked by
-            // their own work (a stuck loop stops accepting, which /readyz shows).
-            response = HTTPResponse(status: 200, contentType: "text/plain", body: "ok\n")
+            // This loop answers; every loop stamps a heartbeat each second.
+            let stalled = stalledWorkers()
+            response = stalled.isEmpty
+                ? HTTPResponse(status: 200, contentType: "text/plain", body: "ok\n")
+                : HTTPResponse(status: 503, contentType: "text/plain",
+                               body: "event loop of worker \(stalled.map(String.init).joined(separator: ", ")) not answering\n")
         case "/readyz":
             let report = readiness()
             response = HTTPResponse(status: report.isReady ? 200 : 503, contentType: "application/json", body: report.json)

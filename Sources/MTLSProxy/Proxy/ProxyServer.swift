@@ -157,7 +157,10 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             if let healthEndpoint = config.global.healthListen {
                 let fd = try Socket.listen(on: try SocketAddress.resolve(healthEndpoint), reusePort: false)
                 let listeners = self.listeners
-                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry) { [unowned self] in
+                let heartbeats = workers.map { UncheckedBox($0.heartbeat) }
+                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry, stalledWorkers: {
+                    heartbeats.enumerated().filter { !$0.element.value.isFresh }.map(\.offset)
+                }) { [unowned self] in
                     Readiness.evaluate(listeners, workers: workerCount, draining: self.draining.load(ordering: .relaxed), now: wallClockSeconds())
                 }
                 logger.info("health endpoint listening", metadata: ["detail": "\(Socket.localAddress(fd))"])

@@ -1,12 +1,14 @@
 import CGnuTLSShim
 import Glibc
 import Logging
+import Synchronization
 
 /// One event loop with its listening sockets and the connections it accepted.
 final class Worker {
     let loop: EventLoop
     let pool = BufferPool()
     let verificationCache = VerificationCache()
+    private(set) lazy var heartbeat = Heartbeat(loop: loop)
     private(set) var acceptors: [Acceptor] = []
     private var connections: [UInt64: ClientConnection] = [:]
     private(set) var draining = false
@@ -25,6 +27,7 @@ final class Worker {
     }
 
     func startAccepting() {
+        heartbeat.start()
         for acceptor in acceptors where acceptor.listener.config.verifyCertInDirectory {
             directoryChecker(for: acceptor.listener).warmUp()
             if acceptor.listener.config.revokeActive && acceptor.listener.config.directoryCacheTTLNanos > 0 {
@@ -207,4 +210,31 @@ final class DirectoryRecheck: TimerTarget {
         worker.recheckDirectory(listener)
         worker.loop.arm(self, at: now + period)
     }
+}
+
+/// Proof that a worker's event loop turns: it stamps the time every second, and
+/// /healthz fails when a stamp is older than a few seconds (a loop stuck in a call).
+final class Heartbeat: TimerTarget, @unchecked Sendable {  // `last` is atomic; the rest is loop-confined
+    static let intervalNanos: UInt64 = 1_000_000_000
+    static let staleNanos: UInt64 = 3_000_000_000
+
+    let last = Atomic<UInt64>(0)
+    let timerKey: UInt64
+    var armedDeadline: UInt64 = 0
+    private unowned let loop: EventLoop
+
+    init(loop: EventLoop) {
+        self.loop = loop
+        timerKey = loop.makeTimerKey()
+        last.store(monotonicNanos(), ordering: .relaxed)
+    }
+
+    func start() { timerFired(now: monotonicNanos()) }
+
+    func timerFired(now: UInt64) {
+        last.store(now, ordering: .relaxed)
+        loop.arm(self, at: now + Self.intervalNanos)
+    }
+
+    var isFresh: Bool { monotonicNanos() - last.load(ordering: .relaxed) < Self.staleNanos }
 }

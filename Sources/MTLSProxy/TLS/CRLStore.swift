@@ -35,6 +35,9 @@ struct CRLSet: Sendable {
     var warnings: [String] = []
     var rejectedCount = 0
     var filesRead = 0
+    /// Files that could not be read or held no CRL at all, with why: at start that is a
+    /// configuration error; on a reload the CRLs loaded from them before are kept.
+    var unreadable: [(file: String, why: String)] = []
 
     /// Reads every file of `directory`. A file that does not parse, or a CRL that no
     /// trusted CA signed, is skipped with a warning: it never removes what did load.
@@ -65,11 +68,13 @@ struct CRLSet: Sendable {
                     let bytes: [UInt8]
                     do { bytes = try FileBytes.read(path) } catch {
                         set.skip("\(path): \(error)")
+                        set.unreadable.append((path, "\(error)"))
                         set.carryOver(from: previous, file: path)
                         continue
                     }
                     set.filesRead += 1
                     if !set.add(fileBytes: bytes, path: path, cas: cas) {
+                        set.unreadable.append((path, "not a CRL (PEM or DER)"))
                         set.carryOver(from: previous, file: path)
                     }
                 }

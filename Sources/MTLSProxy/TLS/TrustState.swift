@@ -30,6 +30,9 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
     init(
         config: ListenerConfig, previous: TrustState? = nil, verifyCallback: @convention(c) (gnutls_session_t?) -> Int32
     ) throws(TrustLoadError) {
+        // At start (no previous state) a file in the CRL folder that is not a CRL is an
+        // error, like a bad certificate; on a reload it is skipped and what it held is kept.
+        let atStart = previous == nil
         let certPath = config.cert!, keyPath = config.key!, caPath = config.caBundle!
         let certBytes = try Self.read(certPath)
         let keyBytes = try Self.read(keyPath)
@@ -57,6 +60,9 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
         if let dir = config.crlDir {
             do { crlSet = try CRLSet.load(directory: dir, trustedCAs: caBytes, previous: previous?.crls) } catch {
                 throw TrustLoadError(file: dir, message: "cannot read the CRL folder: \(String(cString: strerror(error.errno)))")
+            }
+            if atStart, let bad = crlSet.unreadable.first {
+                throw TrustLoadError(file: bad.file, message: bad.why)
             }
         }
         crls = crlSet
