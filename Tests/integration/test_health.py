@@ -108,3 +108,16 @@ def test_bytes_of_a_live_connection_show_before_it_closes(health_proxy, pki):
             and 'mtls_proxy_bytes_total{listener="ldaps",direction="backend_to_client"} 1000' in text
     wait_until(counted, what="live byte counts")
     live.close()
+
+
+def test_readyz_warns_ahead_of_a_crl_next_update(start_proxy, pki):
+    # The CRLs of the test PKI are due in 7 days; warned 8 days (192h) ahead, /readyz
+    # still answers 200 but shows the CRL check as "warn", and the log warns once.
+    backend = Backend("echo")
+    port, health = free_port(), free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, health_port=health, crl_warn_before="192h"))
+    status, body = wait_until(lambda: (lambda r: r if r[0] == 200 else None)(http_get(health, "/readyz")),
+                              what="ready")
+    assert json.loads(body)["checks"]["ldaps.crl"]["state"] == "warn"
+    proxy.wait_for_log("CRL nextUpdate is near")
+    backend.close()

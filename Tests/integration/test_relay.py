@@ -130,3 +130,41 @@ def test_client_that_does_not_read_is_not_buffered_without_limit(relay, pki):
     growth = rss_kib(proxy.process.pid) - before
     assert growth < 8 * 1024, f"proxy RSS grew by {growth} KiB while the client did not read"
     sock.close()
+
+
+def test_unix_socket_backend(start_proxy, pki, tmp_path):
+    import socket as sock_module
+    import threading
+    path = str(tmp_path / "backend.sock")
+    server = sock_module.socket(sock_module.AF_UNIX, sock_module.SOCK_STREAM)
+    server.bind(path)
+    server.listen(8)
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data.upper())
+    threading.Thread(target=serve, daemon=True).start()
+    port = free_port()
+    start_proxy(proxy_config(pki, port, f"unix:{path}"))
+    assert round_trip(port, pki, "alice", b"over a unix socket\n") == b"OVER A UNIX SOCKET\n"
+    server.close()
+
+
+def test_ipv6_listener(start_proxy, pki, backend):
+    import socket as sock_module
+    try:
+        probe = sock_module.socket(sock_module.AF_INET6)
+        probe.bind(("::1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    text = proxy_config(pki, port, backend.address).replace(f"listen = 127.0.0.1:{port}", f"listen = [::1]:{port}")
+    start_proxy(text)
+    raw = sock_module.create_connection(("::1", port), timeout=10)
+    from helpers import client_context
+    with client_context(pki, "alice").wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(b"six\n")
+        assert tls.recv(10) == b"six\n"
