@@ -51,6 +51,9 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var failureDetail: String?
     /// The client's Certificate message held a well-formed list of no certificates.
     private var sentEmptyCertificateList = false
+    /// The last gnutls_record_recv refused a renegotiation: GnuTLS still holds its
+    /// ClientHello and drops it on the next call (see the relay loop).
+    private var renegotiationRefused = false
 
     private var toBackend = RelayBuffer()
     private var toClient = RelayBuffer()
@@ -422,6 +425,8 @@ final class ClientConnection: EventHandler, TimerTarget {
             {
                 let space = toBackend.writable(from: pool)
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
+                let afterRefusedRenegotiation = renegotiationRefused
+                renegotiationRefused = false
                 if rc > 0 {
                     toBackend.commit(rc)
                     bytesFromClient += rc
@@ -436,6 +441,12 @@ final class ClientConnection: EventHandler, TimerTarget {
                 } else if rc == Int(GNUTLS_E_REHANDSHAKE) {
                     // Renegotiation is off: say so and keep the session.
                     gnutls_alert_send(session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION)
+                    renegotiationRefused = true
+                } else if rc == Int(GNUTLS_E_UNEXPECTED_PACKET) && afterRefusedRenegotiation {
+                    // GnuTLS kept the refused ClientHello in its record buffer, and the
+                    // call right after the refusal discards it with this error: not the
+                    // client's fault. The next call reads on.
+                    continue
                 } else {
                     return terminate(.error, detail: "from client: \(GnuTLS.describe(Int32(rc)))")
                 }
