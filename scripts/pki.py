@@ -7,6 +7,8 @@ few seconds from now) without faketime, and builds large CRLs quickly.
 
     scripts/pki.py init DIR          root CA, intermediate CA, a stranger CA, a server
                                      certificate, clients of every kind, CRLs
+    scripts/pki.py rsa-server DIR    an RSA server certificate (server-rsa.pem/.key) in an
+                                     existing PKI
     scripts/pki.py crl DIR ISSUER OUT [--revoke NAME ...] [--next-update SECONDS]
                                      write a CRL of ISSUER (root|intermediate)
 
@@ -21,7 +23,7 @@ import sys
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -86,7 +88,7 @@ def load(dirpath, label):
 
 
 def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None, eku=None, san=None,
-              not_before=None, not_after=None, serial=None):
+              not_before=None, not_after=None, serial=None, key_encipherment=False):
     issuer_name = issuer_cert.subject if issuer_cert is not None else subject
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
@@ -105,8 +107,8 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
             critical=True)
     else:
         builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=True, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
+            digital_signature=True, content_commitment=False, key_encipherment=key_encipherment,
+            data_encipherment=False, key_agreement=not key_encipherment, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
             critical=True)
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CLIENT_AUTH]),
                                         critical=False)
@@ -190,6 +192,20 @@ def reissue_server(dirpath, cert_path, key_path):
     return cert
 
 
+def rsa_server(dirpath, name="server-rsa"):
+    """An RSA-2048 server certificate for localhost (NAME.pem with the intermediate,
+    NAME.key), with the key usages of a usual RSA server certificate (digitalSignature
+    and keyEncipherment): the latter allows static-RSA key exchange, so a scan against
+    it sees every TLS 1.2 suite the priority string lets through."""
+    inter, inter_key = load(dirpath, "intermediate-ca")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = make_cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key, inter, inter_key,
+                     eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=server_names(), key_encipherment=True)
+    write_pem(os.path.join(dirpath, f"{name}.pem"), cert, inter)
+    write_key(os.path.join(dirpath, f"{name}.key"), key)
+    return cert
+
+
 def init(dirpath):
     os.makedirs(dirpath, exist_ok=True)
     root_key = new_key()
@@ -235,6 +251,8 @@ def main(argv):
     sub = parser.add_subparsers(dest="command", required=True)
     p_init = sub.add_parser("init", help="generate a whole PKI in DIR")
     p_init.add_argument("dir")
+    p_rsa = sub.add_parser("rsa-server", help="add an RSA server certificate to the PKI in DIR")
+    p_rsa.add_argument("dir")
     p_crl = sub.add_parser("crl", help="write a CRL")
     p_crl.add_argument("dir")
     p_crl.add_argument("issuer", choices=["root", "intermediate"])
@@ -246,6 +264,9 @@ def main(argv):
     if args.command == "init":
         init(args.dir)
         print(f"PKI written to {args.dir}")
+    elif args.command == "rsa-server":
+        rsa_server(args.dir)
+        print(f"RSA server certificate written to {args.dir}/server-rsa.pem")
     else:
         write_crl(args.dir, args.issuer, args.out, args.revoke, args.next_update, der=args.der)
         print(f"CRL written to {args.out}")
