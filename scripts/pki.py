@@ -88,7 +88,7 @@ def load(dirpath, label):
 
 
 def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None, eku=None, san=None,
-              not_before=None, not_after=None, serial=None, key_encipherment=False):
+              not_before=None, not_after=None, serial=None, key_encipherment=False, crl_url=None):
     issuer_name = issuer_cert.subject if issuer_cert is not None else subject
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
@@ -114,6 +114,10 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
                                         critical=False)
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    if crl_url:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
+            crl_issuer=None)]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -192,18 +196,26 @@ def reissue_server(dirpath, cert_path, key_path):
     return cert
 
 
-def rsa_server(dirpath, name="server-rsa"):
-    """An RSA-2048 server certificate for localhost (NAME.pem with the intermediate,
-    NAME.key), with the key usages of a usual RSA server certificate (digitalSignature
-    and keyEncipherment): the latter allows static-RSA key exchange, so a scan against
-    it sees every TLS 1.2 suite the priority string lets through."""
+def extra_server(dirpath, name, key_type="ecdsa", crl_url=None):
+    """Another server certificate for localhost, issued by the intermediate CA: NAME.pem
+    (with the intermediate) and NAME.key. An RSA-2048 one has the key usages of a usual
+    RSA server certificate (digitalSignature and keyEncipherment): the latter allows
+    static-RSA key exchange, so a client or a scan against it sees every TLS 1.2 suite
+    the priority string lets through. `crl_url` adds a CRL distribution point, as real
+    server certificates carry (scanners flag a certificate without one)."""
     inter, inter_key = load(dirpath, "intermediate-ca")
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key_type == "rsa" else new_key()
     cert = make_cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key, inter, inter_key,
-                     eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=server_names(), key_encipherment=True)
+                     eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=server_names(), key_encipherment=key_type == "rsa",
+                     crl_url=crl_url)
     write_pem(os.path.join(dirpath, f"{name}.pem"), cert, inter)
     write_key(os.path.join(dirpath, f"{name}.key"), key)
     return cert
+
+
+def rsa_server(dirpath):
+    """server-rsa.pem / server-rsa.key: an RSA server certificate (see extra_server)."""
+    return extra_server(dirpath, "server-rsa", key_type="rsa")
 
 
 def init(dirpath):

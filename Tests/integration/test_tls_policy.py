@@ -27,8 +27,9 @@ def rsa_pki(pki):
 @pytest.fixture
 def rsa_proxy(start_proxy, rsa_pki, backend):
     port = free_port()
-    config = proxy_config(rsa_pki, port, backend.address, cert=f"{rsa_pki}/server-rsa.pem", key=f"{rsa_pki}/server-rsa.key")
-    config = config.replace(f"cert = {rsa_pki}/server.pem\n", "").replace(f"key = {rsa_pki}/server.key\n", "")
+    config = (proxy_config(rsa_pki, port, backend.address)
+              .replace(f"{rsa_pki}/server.pem", f"{rsa_pki}/server-rsa.pem")
+              .replace(f"{rsa_pki}/server.key", f"{rsa_pki}/server-rsa.key"))
     proxy = start_proxy(config)
     proxy.port = port
     return proxy
