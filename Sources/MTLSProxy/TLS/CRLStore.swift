@@ -157,7 +157,7 @@ struct CRLSet: Sendable, CRLLookup {
             return false
         }
         for (index, parsed) in documents.enumerated() {
-            let label = documents.count > 1 ? "\(path): CRL \(index + 1)" : path
+            let label = "\(path): CRL \(index + 1)"
             let document: CRLDocument
             switch parsed {
             case .failure(let error):
@@ -177,8 +177,9 @@ struct CRLSet: Sendable, CRLLookup {
             case .trusted:
                 if let existing = byIssuer[info.issuerKey], !info.supersedes(existing) { continue }
                 byIssuer[info.issuerKey] = info
-            case .held:
+            case .held(let note):
                 held[document.issuerName, default: []].append(HeldCRL(info: info, signed: signed))
+                if let note { warnings.append("\(label): \(note)") }
             case .rejected(let reason):
                 skip("\(label) ignored: \(reason)")
             }
@@ -190,7 +191,7 @@ struct CRLSet: Sendable, CRLLookup {
         case trusted
         /// Not signed by a CA of the bundle, and not a forgery of one either: its signer
         /// may arrive in a client's chain.
-        case held
+        case held(note: String?)
         case rejected(String)
     }
 
@@ -200,7 +201,7 @@ struct CRLSet: Sendable, CRLLookup {
     static func judge(_ crl: CRLDocument, cas: [(cert: gnutls_x509_crt_t, info: CertificateInfo)]) -> Judgement {
         // Two CAs may share a name (a key rollover): try each of that name on its own.
         let candidates = cas.filter { $0.info.rawSubject == crl.issuerName }
-        guard !candidates.isEmpty else { return .held }
+        guard !candidates.isEmpty else { return .held(note: nil) }
         var lastReason = ""
         for candidate in candidates {
             switch CRLSignature.verify(crl, signer: candidate.cert) {
@@ -215,7 +216,8 @@ struct CRLSet: Sendable, CRLLookup {
         if claimsBundledKey {
             return .rejected("\(lastReason): not signed by the trusted CA it names")
         }
-        return .held
+        return .held(note: "\(lastReason) against the trusted CA of that name, and it names another key: "
+            + "held until a client's verified chain brings a CA with that key")
     }
 
     /// Regular files (or links to them) of a folder, skipping hidden names: editors'
