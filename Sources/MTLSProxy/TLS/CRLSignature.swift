@@ -30,6 +30,15 @@ enum CRLSignature {
         guard gnutls_pubkey_init(&key) == 0, let key else { return .invalid("out of memory") }
         defer { gnutls_pubkey_deinit(key) }
         guard gnutls_pubkey_import_x509(key, signer, 0) == 0 else { return .invalid("cannot read its signer's public key") }
+        if let pss = PSSParameters(crl.signatureAlgorithm) {
+            // GnuTLS checks an RSA-PSS signature with the salt length of the key's own
+            // parameters (none for a plain RSA key); the CRL says which it used.
+            var spki: gnutls_x509_spki_t?
+            guard gnutls_x509_spki_init(&spki) == 0, let spki else { return .invalid("out of memory") }
+            defer { gnutls_x509_spki_deinit(spki) }
+            gnutls_x509_spki_set_rsa_pss_params(spki, pss.digest, pss.saltLength)
+            guard gnutls_pubkey_set_spki(key, spki, 0) == 0 else { return .invalid("its RSA-PSS parameters do not fit its signer's key") }
+        }
         var lastError: Int32 = 0
         for algorithm in algorithms {
             let rc = GnuTLS.withDatum(crl.signedBytes) { data in
@@ -43,34 +52,54 @@ enum CRLSignature {
         return .invalid("its signature does not verify (\(GnuTLS.describe(lastError)))")
     }
 
-    /// GnuTLS's algorithms for an AlgorithmIdentifier. RSA-PSS names its hash in the
-    /// parameters, and GnuTLS has one algorithm for an RSA-PSS key and another for an
-    /// ordinary RSA key signing with PSS: both are tried.
+    /// GnuTLS's algorithms for an AlgorithmIdentifier. GnuTLS has one RSA-PSS algorithm
+    /// for an RSA-PSS key and another for an ordinary RSA key signing with PSS: both are
+    /// tried.
     static func signAlgorithms(_ algorithm: CRLDocument.AlgorithmIdentifierBytes) -> [gnutls_sign_algorithm_t]? {
-        if algorithm.oid == "1.2.840.113549.1.1.10" {
-            switch pssHash(algorithm.parameters) {
-            case "2.16.840.1.101.3.4.2.1": return [GNUTLS_SIGN_RSA_PSS_SHA256, GNUTLS_SIGN_RSA_PSS_RSAE_SHA256]
-            case "2.16.840.1.101.3.4.2.2": return [GNUTLS_SIGN_RSA_PSS_SHA384, GNUTLS_SIGN_RSA_PSS_RSAE_SHA384]
-            case "2.16.840.1.101.3.4.2.3": return [GNUTLS_SIGN_RSA_PSS_SHA512, GNUTLS_SIGN_RSA_PSS_RSAE_SHA512]
+        if algorithm.oid == PSSParameters.oid {
+            switch PSSParameters(algorithm)?.digest {
+            case GNUTLS_DIG_SHA256: return [GNUTLS_SIGN_RSA_PSS_SHA256, GNUTLS_SIGN_RSA_PSS_RSAE_SHA256]
+            case GNUTLS_DIG_SHA384: return [GNUTLS_SIGN_RSA_PSS_SHA384, GNUTLS_SIGN_RSA_PSS_RSAE_SHA384]
+            case GNUTLS_DIG_SHA512: return [GNUTLS_SIGN_RSA_PSS_SHA512, GNUTLS_SIGN_RSA_PSS_RSAE_SHA512]
             default: return nil  // SHA-1 (the default when absent) or unknown
             }
         }
         let sign = gnutls_oid_to_sign(algorithm.oid)
         return sign == GNUTLS_SIGN_UNKNOWN ? nil : [sign]
     }
+}
 
-    /// The hashAlgorithm of RSASSA-PSS-params: `[0] EXPLICIT AlgorithmIdentifier`.
-    private static func pssHash(_ parameters: [UInt8]?) -> String? {
-        guard let parameters, let node = try? DER.parse(parameters), case .constructed(let fields) = node.content else {
-            return nil
-        }
-        for field in fields where field.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
-            guard case .constructed(let wrapped) = field.content, let inner = Array(wrapped).first,
+/// RSASSA-PSS-params (RFC 4055): `[0] EXPLICIT hashAlgorithm` (default SHA-1) and
+/// `[2] EXPLICIT saltLength` (default 20); the mask generation always uses the same hash here.
+struct PSSParameters: Equatable {
+    static let oid = "1.2.840.113549.1.1.10"
+    var digest: gnutls_digest_algorithm_t
+    var saltLength: UInt32
+
+    init?(_ algorithm: CRLDocument.AlgorithmIdentifierBytes) {
+        guard algorithm.oid == Self.oid else { return nil }
+        digest = GNUTLS_DIG_SHA1
+        saltLength = 20
+        guard let parameters = algorithm.parameters, let node = try? DER.parse(parameters),
+            case .constructed(let fields) = node.content
+        else { return }
+        for field in fields {
+            guard case .constructed(let wrapped) = field.content, let inner = Array(wrapped).first else { continue }
+            if field.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific),
                 case .constructed(let parts) = inner.content, let oidNode = Array(parts).first,
                 let oid = try? ASN1ObjectIdentifier(derEncoded: oidNode)
-            else { return nil }
-            return oid.description
+            {
+                switch oid.description {
+                case "2.16.840.1.101.3.4.2.1": digest = GNUTLS_DIG_SHA256
+                case "2.16.840.1.101.3.4.2.2": digest = GNUTLS_DIG_SHA384
+                case "2.16.840.1.101.3.4.2.3": digest = GNUTLS_DIG_SHA512
+                default: digest = GNUTLS_DIG_UNKNOWN
+                }
+            } else if field.identifier == ASN1Identifier(tagWithNumber: 2, tagClass: .contextSpecific),
+                let salt = try? Int(derEncoded: inner), salt >= 0, salt < 1 << 16
+            {
+                saltLength = UInt32(salt)
+            }
         }
-        return nil
     }
 }

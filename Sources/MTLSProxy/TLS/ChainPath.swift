@@ -18,6 +18,8 @@ struct SentCertificate: Sendable {
 struct ChainPath: Sendable {
     var links: [ChainLink] = []
     var caFromClient: [SentCertificate] = []
+    /// Whether the walk reached a CA of the bundle.
+    var anchored = false
 
     /// Status bits that mean the chain did not reach a trust anchor.
     static let untrustedBits = GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue | GNUTLS_CERT_SIGNER_NOT_CA.rawValue
@@ -30,7 +32,10 @@ struct ChainPath: Sendable {
 
     static func walk(leaf: CertificateInfo, sent: [SentCertificate], bundle: [[UInt8]: CertificateInfo]) -> ChainPath {
         var budget = Self.budget
-        return extend(leaf, ChainPath(), sent: sent, bundle: bundle, budget: &budget).path
+        let result = extend(leaf, ChainPath(), sent: sent, bundle: bundle, budget: &budget)
+        var path = result.path
+        path.anchored = result.anchored
+        return path
     }
 
     static func walk(leaf: CertificateInfo, sent: [SentCertificate], trust: TrustState) -> ChainPath {
@@ -47,7 +52,10 @@ struct ChainPath: Sendable {
         path.links.append(ChainLink(issuer: current.issuerKey, serial: current.serial))
         guard path.links.count < 16, budget > 0 else { return (path, false) }
         if let bundled = bundle[current.rawIssuer] {
-            // Bundled intermediates are walked too: the root's CRL may revoke them.
+            // Bundled intermediates are walked up to the bundle's root: its CRL may revoke
+            // them. One whose issuer is not in the bundle is itself the trust anchor, and
+            // nothing checks an anchor's revocation (RFC 5280 §6.1).
+            guard bundle[bundled.rawIssuer] != nil else { return (path, true) }
             return (extend(bundled, path, sent: sent, bundle: bundle, budget: &budget).path, true)
         }
         let named = sent.filter { candidate in

@@ -89,10 +89,29 @@ final class ClientIssuers: @unchecked Sendable {  // GnuTLS trust list is read-o
     /// True when the first certificate chains to a trust anchor, the others serving as
     /// intermediates. No purpose is asked: a CA signs, it is not a TLS client.
     private func verifies(_ certs: [gnutls_x509_crt_t]) -> Bool {
+        status(of: certs, purpose: nil) == 0
+    }
+
+    /// GnuTLS's verification status of a chain given in order (leaf first) against the
+    /// trust list, with the clientAuth purpose when asked; nil when it could not run.
+    func status(ofChain ders: [[UInt8]], clientAuth: Bool) -> UInt32? {
+        CertificateList.with(ders) { certs in
+            guard certs.count == ders.count else { return nil }
+            return clientAuth ? GNUTLS_KP_TLS_WWW_CLIENT.withCString { status(of: certs, purpose: $0) } : status(of: certs, purpose: nil)
+        }
+    }
+
+    private func status(of certs: [gnutls_x509_crt_t], purpose: UnsafePointer<CChar>?) -> UInt32? {
         var list = certs.map { Optional($0) }
         var status: UInt32 = 0
-        let rc = gnutls_x509_trust_list_verify_crt2(trustList, &list, UInt32(list.count), nil, 0, 0, &status, nil)
-        return rc == 0 && status == 0
+        var vdata = gnutls_typed_vdata_st(
+            type: GNUTLS_DT_KEY_PURPOSE_OID,
+            data: purpose.map { UnsafeMutablePointer(mutating: UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self)) },
+            size: 0)
+        let rc = purpose == nil
+            ? gnutls_x509_trust_list_verify_crt2(trustList, &list, UInt32(list.count), nil, 0, 0, &status, nil)
+            : gnutls_x509_trust_list_verify_crt2(trustList, &list, UInt32(list.count), &vdata, 1, 0, &status, nil)
+        return rc == 0 ? status : nil
     }
 }
 

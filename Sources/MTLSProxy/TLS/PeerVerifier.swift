@@ -73,6 +73,13 @@ enum PeerVerifier {
         if rc < 0 { return Result(identity: identity, refusal: .badCertificate) }
 
         let path = ChainPath.walk(leaf: leaf, sent: sent, trust: trust)
+        if status & GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue != 0, path.anchored, !path.caFromClient.isEmpty {
+            // GnuTLS takes the first certificate of the issuer's name that the client sent
+            // and does not try another (a cross-signed CA has two). Our walk found a path
+            // to the bundle: verify exactly that path.
+            let ordered = [sent[0].der] + path.caFromClient.map(\.der)
+            if let again = trust.clientIssuers.status(ofChain: ordered, clientAuth: true) { status = again }
+        }
         var adoptions: [ClientIssuers.Adoption] = []
         if status & ChainPath.untrustedBits == 0 {
             // The chain verified up to a trust anchor: the CAs the client sent on that

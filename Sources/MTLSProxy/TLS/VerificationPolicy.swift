@@ -67,6 +67,10 @@ enum VerificationPolicy {
         if status & (GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue | GNUTLS_CERT_SIGNER_NOT_CA.rawValue) != 0 {
             return .unknownCA
         }
+        if status & ChainPath.untrustedBits != 0 {
+            // A signature on the chain did not verify: it reached no anchor either.
+            return .badCertificate
+        }
         if let policy, let refusal = revocationRefusal(chain: chain, crls: crls, policy: policy, now: now) {
             return refusal
         }
