@@ -9,8 +9,10 @@ and authorityKeyIdentifier, as the OpenSSL docs and most CA how-tos set it up) f
 certificates, `openssl ca -revoke -crl_reason` for revocations and `openssl ca -gencrl`
 for CRLs (so every CRL entry carries a reason code, as real CRLs do).
 
-Key types: rsa2048, rsa-pss (an RSASSA-PSS key: PSS signatures with PSS parameters),
-rsa2048-pss-sig (an ordinary RSA key signing with PSS padding, `-sigopt`), p384, ed25519.
+Key types: rsa2048, rsa-pss (an RSASSA-PSS key: PSS signatures, OpenSSL's default salt
+length), rsa2048-pss-sig (an ordinary RSA key signing with `-sigopt rsa_padding_mode:pss`,
+OpenSSL's default salt length: the maximum), rsa2048-pss-sig-digest-salt (the same with
+the salt as long as the digest), p384, ed25519.
 
     scripts/realpki.py demo OUTDIR
         root CA, intermediate CA, a good and a revoked client, both CRLs
@@ -33,8 +35,11 @@ import time
 KEY_TYPES = {
     "rsa2048": (["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"], []),
     "rsa-pss": (["-algorithm", "RSA-PSS", "-pkeyopt", "rsa_keygen_bits:2048"], []),
+    # OpenSSL's default PSS salt length when signing is the maximum (222 bytes here).
     "rsa2048-pss-sig": (["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
-                        ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"]),
+                        ["-sigopt", "rsa_padding_mode:pss"]),
+    "rsa2048-pss-sig-digest-salt": (["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+                                    ["-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:digest"]),
     "p384": (["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"], []),
     "ed25519": (["-algorithm", "ED25519"], []),
 }

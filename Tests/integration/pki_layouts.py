@@ -12,6 +12,9 @@ import subprocess
 import realpki
 from realpki import CA, write_pem
 
+# Every key type of scripts/realpki.py, for root, intermediate, leaf and CRL signatures.
+KEY_TYPES = ["rsa2048", "rsa-pss", "rsa2048-pss-sig", "rsa2048-pss-sig-digest-salt", "p384", "ed25519"]
+
 
 class Client:
     def __init__(self, name, leaf, key, sent):
@@ -267,7 +270,7 @@ def build(base):
     # --- (e) Key types: root, intermediate and leaf all of one type; the intermediate's
     # CRL signed with it. With the intermediate in the bundle (only the key type is new)
     # and with the root alone.
-    for key_type in ["rsa2048", "rsa-pss", "rsa2048-pss-sig", "p384", "ed25519"]:
+    for key_type in KEY_TYPES:
         folder = os.path.join(base, key_type)
         kroot = CA(os.path.join(folder, "root"), f"{key_type} Root CA", key_type)
         kint = CA(os.path.join(folder, "int"), f"{key_type} Intermediate CA", key_type, parent=kroot, pathlen0=True)
