@@ -199,7 +199,8 @@ def check(matrix, proxies, pki, layout_name, client_name, policy, tls=None):
         assert (outcome, detail) == ("echo", payload), f"refused, OpenSSL accepts: {detail}\n{context}"
         return
     assert outcome == "error", f"accepted (bytes reached the backend), OpenSSL says {verdict}\n{context}"
-    assert ALERTS[verdict] in detail.lower().replace("_", " "), f"wrong alert, OpenSSL says {verdict}: {detail}\n{context}"
+    assert ALERTS[verdict] in detail.lower().replace("_", " "), \
+        f"wrong alert, OpenSSL says {verdict}: {detail}\n{context}"
     assert f" reason={verdict}" in line, f"wrong reason, OpenSSL says {verdict}\n{context}"
     assert backend.accepted == before
 
