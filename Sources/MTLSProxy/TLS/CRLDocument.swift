@@ -34,7 +34,7 @@ struct CRLDocument: Sendable {
 
     static func parse(der bytes: [UInt8]) throws(CRLParseError) -> CRLDocument {
         do {
-            return try read(DER.parse(bytes))
+            return try read(bytes)
         } catch let error as CRLParseError {
             throw error
         } catch {
@@ -42,49 +42,51 @@ struct CRLDocument: Sendable {
         }
     }
 
-    private static func read(_ root: ASN1Node) throws -> CRLDocument {
-        var top = try children(of: root, expecting: .sequence, what: "CertificateList").makeIterator()
-        guard let tbsNode = top.next(), let algorithmNode = top.next(), let signatureNode = top.next(), top.next() == nil
-        else { throw CRLParseError("a CertificateList has three parts") }
-        let signatureAlgorithm = try algorithm(algorithmNode)
-        let signature = try ASN1BitString(derEncoded: signatureNode)
+    /// The outer structure and the list of entries are walked with `DERScanner`, which
+    /// allocates nothing per entry; the small parts (names, times, algorithms,
+    /// extensions) are parsed by swift-asn1.
+    private static func read(_ bytes: [UInt8]) throws -> CRLDocument {
+        var whole = DERScanner(bytes, 0..<bytes.count)
+        let list = try whole.expect(0x30, "CertificateList")
+        guard whole.isAtEnd else { throw CRLParseError("trailing data after the CertificateList") }
+        var top = DERScanner(bytes, list.content)
+        let tbsField = try top.expect(0x30, "TBSCertList")
+        let signatureAlgorithm = try algorithm(DER.parse(bytes[try top.expect(0x30, "signatureAlgorithm").whole]))
+        let signature = try ASN1BitString(derEncoded: DER.parse(bytes[try top.expect(0x03, "signatureValue").whole]))
+        guard top.isAtEnd else { throw CRLParseError("a CertificateList has three parts") }
         guard signature.paddingBits == 0 else { throw CRLParseError("signature is not a whole number of bytes") }
 
-        var tbs = try children(of: tbsNode, expecting: .sequence, what: "TBSCertList").makeIterator()
-        var node = try next(&tbs, "signature")
-        if node.identifier == .integer {
+        var tbs = DERScanner(bytes, tbsField.content)
+        var field = try tbs.next("signature")
+        if field.tag == 0x02 {
             // version v2 (1); v1 CRLs omit it. Nothing else is defined.
-            guard case .primitive(let version) = node.content, version.elementsEqual([1]) else {
-                throw CRLParseError("unsupported CRL version")
-            }
-            node = try next(&tbs, "signature")
+            guard bytes[field.content].elementsEqual([1]) else { throw CRLParseError("unsupported CRL version") }
+            field = try tbs.next("signature")
         }
-        guard try algorithm(node) == signatureAlgorithm else {
+        guard field.tag == 0x30, try algorithm(DER.parse(bytes[field.whole])) == signatureAlgorithm else {
             throw CRLParseError("the signed and the outer signature algorithms differ")
         }
-        let issuer = try next(&tbs, "issuer")
-        guard issuer.identifier == .sequence else { throw CRLParseError("issuer is not a Name") }
-        let thisUpdate = try time(try next(&tbs, "thisUpdate"))
+        let issuer = try tbs.expect(0x30, "issuer")
+        let thisUpdate = try time(DER.parse(bytes[try tbs.next("thisUpdate").whole]))
 
         var document = CRLDocument(
-            signedBytes: Array(tbsNode.encodedBytes), signatureAlgorithm: signatureAlgorithm,
-            signature: Array(signature.bytes), issuerName: Array(issuer.encodedBytes), thisUpdate: thisUpdate,
+            signedBytes: Array(bytes[tbsField.whole]), signatureAlgorithm: signatureAlgorithm,
+            signature: Array(signature.bytes), issuerName: Array(bytes[issuer.whole]), thisUpdate: thisUpdate,
             nextUpdate: nil, revoked: [])
-        var pending = tbs.next()
-        if let candidate = pending, candidate.identifier == .utcTime || candidate.identifier == .generalizedTime {
-            document.nextUpdate = try time(candidate)
-            pending = tbs.next()
+        var pending = tbs.isAtEnd ? nil : try tbs.next("")
+        if let candidate = pending, candidate.tag == 0x17 || candidate.tag == 0x18 {
+            document.nextUpdate = try time(DER.parse(bytes[candidate.whole]))
+            pending = tbs.isAtEnd ? nil : try tbs.next("")
         }
-        if let candidate = pending, candidate.identifier == .sequence {
-            try document.readEntries(candidate)
-            pending = tbs.next()
+        if let candidate = pending, candidate.tag == 0x30 {
+            try document.readEntries(bytes, candidate.content)
+            pending = tbs.isAtEnd ? nil : try tbs.next("")
         }
-        if let candidate = pending, candidate.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific) {
-            guard case .constructed(let wrapped) = candidate.content, let extensions = Array(wrapped).first else {
-                throw CRLParseError("crlExtensions is empty")
-            }
+        if let candidate = pending, candidate.tag == 0xa0 {
+            guard case .constructed(let wrapped) = try DER.parse(bytes[candidate.whole]).content, let extensions = Array(wrapped).first
+            else { throw CRLParseError("crlExtensions is empty") }
             try document.readExtensions(extensions)
-            pending = tbs.next()
+            pending = tbs.isAtEnd ? nil : try tbs.next("")
         }
         if pending != nil { throw CRLParseError("unexpected data at the end of the TBSCertList") }
         return document
@@ -93,32 +95,41 @@ struct CRLDocument: Sendable {
     /// The revokedCertificates list: the serial of each entry. Entry extensions (reason
     /// code, invalidity date, hold instruction) do not change whether a serial is
     /// revoked; a critical one we cannot read makes the CRL unusable (RFC 5280 §5.3).
-    private mutating func readEntries(_ list: ASN1Node) throws {
-        guard case .constructed(let entries) = list.content else { throw CRLParseError("revokedCertificates is not a list") }
-        for entry in entries {
-            guard entry.identifier == .sequence, case .constructed(let parts) = entry.content else {
-                throw CRLParseError("a revoked entry is not a SEQUENCE")
-            }
-            var fields = parts.makeIterator()
-            guard let serialNode = fields.next(), serialNode.identifier == .integer,
-                case .primitive(let serial) = serialNode.content, let dateNode = fields.next()
-            else { throw CRLParseError("a revoked entry lacks its serial or date") }
-            _ = try Self.time(dateNode)
-            revoked.append(SerialNumber(serial))
-            if let entryExtensions = fields.next(), unsupported == nil {
-                try Self.forEachExtension(entryExtensions) { oid, critical, _ in
-                    if critical && !Self.knownEntryExtensions.contains(oid) {
-                        unsupported = "a critical entry extension \(oid) (not supported)"
-                    }
+    private mutating func readEntries(_ bytes: [UInt8], _ range: Range<Int>) throws {
+        var entries = DERScanner(bytes, range)
+        revoked.reserveCapacity(range.count / 40)
+        while !entries.isAtEnd {
+            var entry = DERScanner(bytes, try entries.expect(0x30, "a revoked entry").content)
+            let serial = try entry.expect(0x02, "a revoked serial")
+            let date = try entry.next("a revocation date")
+            guard date.tag == 0x17 || date.tag == 0x18 else { throw CRLParseError("a revocation date is not a time") }
+            revoked.append(SerialNumber(bytes[serial.content]))
+            guard !entry.isAtEnd else { continue }
+            var extensions = DERScanner(bytes, try entry.expect(0x30, "entry extensions").content)
+            guard entry.isAtEnd else { throw CRLParseError("unexpected data in a revoked entry") }
+            while !extensions.isAtEnd {
+                var item = DERScanner(bytes, try extensions.expect(0x30, "an entry extension").content)
+                let oid = try item.expect(0x06, "an extension's OID")
+                var value = try item.next("an extension's value")
+                var critical = false
+                if value.tag == 0x01 {
+                    critical = bytes[value.content].elementsEqual([0xff])
+                    value = try item.next("an extension's value")
+                }
+                guard value.tag == 0x04, item.isAtEnd else { throw CRLParseError("a malformed entry extension") }
+                if critical && unsupported == nil && !Self.knownEntryExtensions.contains(where: { bytes[oid.content].elementsEqual($0) }) {
+                    let name = (try? ASN1ObjectIdentifier(derEncoded: DER.parse(bytes[oid.whole])).description) ?? "?"
+                    unsupported = "a critical entry extension \(name) (not supported)"
                 }
             }
         }
     }
 
-    private static let knownEntryExtensions: Set<String> = [
-        "2.5.29.21",  // reasonCode
-        "2.5.29.24",  // invalidityDate
-        "2.5.29.23",  // holdInstructionCode
+    /// The DER contents of the OIDs of entry extensions we understand.
+    private static let knownEntryExtensions: [[UInt8]] = [
+        [0x55, 0x1d, 0x15],  // 2.5.29.21 reasonCode
+        [0x55, 0x1d, 0x18],  // 2.5.29.24 invalidityDate
+        [0x55, 0x1d, 0x17],  // 2.5.29.23 holdInstructionCode
     ]
 
     private mutating func readExtensions(_ extensions: ASN1Node) throws {
@@ -210,5 +221,58 @@ enum UnixTime {
         let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
         let days = era * 146_097 + dayOfEra - 719_468
         return days * 86_400 + hour * 3_600 + minute * 60 + second
+    }
+}
+
+/// A cursor over DER TLVs with one-byte tags (all that a CRL uses) and definite,
+/// minimal lengths: it hands out ranges, never copies.
+struct DERScanner {
+    struct Field {
+        var tag: UInt8
+        var content: Range<Int>
+        var whole: Range<Int>
+    }
+
+    private let bytes: [UInt8]
+    private var position: Int
+    private let end: Int
+
+    init(_ bytes: [UInt8], _ range: Range<Int>) {
+        self.bytes = bytes
+        position = range.lowerBound
+        end = range.upperBound
+    }
+
+    var isAtEnd: Bool { position >= end }
+
+    mutating func expect(_ tag: UInt8, _ what: String) throws(CRLParseError) -> Field {
+        let field = try next(what)
+        guard field.tag == tag else { throw CRLParseError("\(what): unexpected tag 0x\(String(field.tag, radix: 16))") }
+        return field
+    }
+
+    mutating func next(_ what: String) throws(CRLParseError) -> Field {
+        let start = position
+        guard end - position >= 2 else { throw CRLParseError("\(what) is missing or truncated") }
+        let tag = bytes[position]
+        guard tag & 0x1f != 0x1f else { throw CRLParseError("\(what): multi-byte tags are not used in CRLs") }
+        var length = Int(bytes[position + 1])
+        position += 2
+        if length & 0x80 != 0 {
+            let count = length & 0x7f
+            guard count >= 1, count <= 4, end - position >= count, bytes[position] != 0 else {
+                throw CRLParseError("\(what): bad length")
+            }
+            length = 0
+            for _ in 0..<count {
+                length = length << 8 | Int(bytes[position])
+                position += 1
+            }
+            guard length >= 0x80 else { throw CRLParseError("\(what): length not minimal") }
+        }
+        guard end - position >= length else { throw CRLParseError("\(what) is truncated") }
+        let content = position..<(position + length)
+        position += length
+        return Field(tag: tag, content: content, whole: start..<position)
     }
 }
