@@ -108,7 +108,8 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
     else:
         builder = builder.add_extension(x509.KeyUsage(
             digital_signature=True, content_commitment=False, key_encipherment=key_encipherment,
-            data_encipherment=False, key_agreement=not key_encipherment, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
+            data_encipherment=False, key_agreement=not key_encipherment, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False),
             critical=True)
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CLIENT_AUTH]),
                                         critical=False)
@@ -122,7 +123,9 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
 
 
 def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1,
-             extensions=()):
+             extensions=(), reasons=False):
+    """A CRL revoking `serials`. With `reasons`, every entry carries a reason code
+    (keyCompromise), as OpenSSL's CA, EJBCA, Dogtag and Microsoft's CA write them."""
     next_update = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=next_update_seconds)
     # An expired CRL was issued before it expired.
     this_update = this_update or min(NOW - datetime.timedelta(minutes=5), next_update - DAY)
@@ -136,6 +139,8 @@ def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400,
     for extension in extensions:
         builder = builder.add_extension(extension, critical=True)
     revocation = x509.RevokedCertificateBuilder().revocation_date(this_update)
+    if reasons:
+        revocation = revocation.add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
     for serial in serials:
         builder = builder.add_revoked_certificate(revocation.serial_number(serial).build())
     return builder.sign(issuer_key, hashes.SHA256())
@@ -147,14 +152,15 @@ def serial_of(dirpath, name):
 
 
 def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, number=None, der=False,
-              forged=False, extensions=()):
+              forged=False, extensions=(), reasons=False):
     """Writes a CRL of `issuer` revoking the named clients (or raw serials)."""
     cert, key = load(dirpath, f"{issuer}-ca")
     if forged:
         key = new_key()  # same issuer name, a key nobody trusts
     serials = [s if isinstance(s, int) else serial_of(dirpath, s) for s in revoke]
     number = number if number is not None else int(datetime.datetime.now().timestamp() * 1000)
-    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions)
+    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions,
+                   reasons=reasons)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
         f.write(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
