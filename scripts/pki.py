@@ -116,9 +116,11 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
 
 
 def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1,
-             extensions=(), key_id_of=None):
-    """A CRL signed by `issuer_key`. Its authority key identifier is that of `key_id_of`
-    (a public key) when given, else that of the signing key."""
+             extensions=(), reasons=False, key_id_of=None):
+    """A CRL revoking `serials`, signed by `issuer_key`. With `reasons`, every entry
+    carries a reason code (keyCompromise), as OpenSSL's CA, EJBCA, Dogtag and
+    Microsoft's CA write them. Its authority key identifier is that of `key_id_of` (a
+    public key) when given, else that of the signing key."""
     next_update = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=next_update_seconds)
     # An expired CRL was issued before it expired.
     this_update = this_update or min(NOW - datetime.timedelta(minutes=5), next_update - DAY)
@@ -132,6 +134,8 @@ def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400,
     for extension in extensions:
         builder = builder.add_extension(extension, critical=True)
     revocation = x509.RevokedCertificateBuilder().revocation_date(this_update)
+    if reasons:
+        revocation = revocation.add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
     for serial in serials:
         builder = builder.add_revoked_certificate(revocation.serial_number(serial).build())
     return builder.sign(issuer_key, hashes.SHA256())
@@ -143,7 +147,7 @@ def serial_of(dirpath, name):
 
 
 def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, number=None, der=False,
-              forged=False, extensions=()):
+              forged=False, extensions=(), reasons=False):
     """Writes a CRL of `issuer` revoking the named clients (or raw serials).
 
     forged=True: the issuer's name, signed by a key nobody trusts, whose own key
@@ -159,7 +163,7 @@ def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, nu
     serials = [s if isinstance(s, int) else serial_of(dirpath, s) for s in revoke]
     number = number if number is not None else int(datetime.datetime.now().timestamp() * 1000)
     crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions,
-                   key_id_of=key_id_of)
+                   reasons=reasons, key_id_of=key_id_of)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
         f.write(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))

@@ -127,10 +127,23 @@ final class ClientConnection: EventHandler, TimerTarget {
         identity = result.identity
         chain = result.chain
         verified = true
+        for adoption in result.adoptions { announce(adoption) }
         guard let reason = result.refusal else { return 0 }
         refusal = reason
         gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(reason.alert(tls13: isTLS13)))
         return -1
+    }
+
+    /// A CA this client sent became a known signer: say which of its CRLs now count.
+    private func announce(_ adoption: ClientIssuers.Adoption) {
+        for crl in adoption.promoted {
+            listener.metrics.publish(crl, loadedAt: wallClockSeconds())
+            listener.logger.info("CRL in force", metadata: [
+                "issuer": "\(crl.issuer)",
+                "detail": "\(crl.file): its CA arrived in a verified client chain; \(crl.revoked.count) revoked",
+            ])
+        }
+        for note in adoption.notes { listener.logger.warning("CRL skipped", metadata: ["detail": "\(note)"]) }
     }
 
     private var isTLS13: Bool {
