@@ -123,9 +123,11 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
 
 
 def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1,
-             extensions=(), reasons=False):
-    """A CRL revoking `serials`. With `reasons`, every entry carries a reason code
-    (keyCompromise), as OpenSSL's CA, EJBCA, Dogtag and Microsoft's CA write them."""
+             extensions=(), reasons=False, key_id_of=None):
+    """A CRL revoking `serials`, signed by `issuer_key`. With `reasons`, every entry
+    carries a reason code (keyCompromise), as OpenSSL's CA, EJBCA, Dogtag and
+    Microsoft's CA write them. Its authority key identifier is that of `key_id_of` (a
+    public key) when given, else that of the signing key."""
     next_update = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=next_update_seconds)
     # An expired CRL was issued before it expired.
     this_update = this_update or min(NOW - datetime.timedelta(minutes=5), next_update - DAY)
@@ -134,8 +136,8 @@ def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400,
                .last_update(this_update)
                .next_update(next_update)
                .add_extension(x509.CRLNumber(number), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                              critical=False))
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   key_id_of or issuer_key.public_key()), critical=False))
     for extension in extensions:
         builder = builder.add_extension(extension, critical=True)
     revocation = x509.RevokedCertificateBuilder().revocation_date(this_update)
@@ -153,14 +155,22 @@ def serial_of(dirpath, name):
 
 def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, number=None, der=False,
               forged=False, extensions=(), reasons=False):
-    """Writes a CRL of `issuer` revoking the named clients (or raw serials)."""
+    """Writes a CRL of `issuer` revoking the named clients (or raw serials).
+
+    forged=True: the issuer's name, signed by a key nobody trusts, whose own key
+    identifier it carries (so a lookup by key identifier never even finds it).
+    forged="impersonate": the same, but carrying the genuine issuer's name AND key
+    identifier: only the signature check tells it from the real CRL."""
     cert, key = load(dirpath, f"{issuer}-ca")
+    key_id_of = None
     if forged:
+        if forged == "impersonate":
+            key_id_of = key.public_key()
         key = new_key()  # same issuer name, a key nobody trusts
     serials = [s if isinstance(s, int) else serial_of(dirpath, s) for s in revoke]
     number = number if number is not None else int(datetime.datetime.now().timestamp() * 1000)
     crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions,
-                   reasons=reasons)
+                   reasons=reasons, key_id_of=key_id_of)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
         f.write(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
