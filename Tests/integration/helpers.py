@@ -129,16 +129,21 @@ def tls_connect(port, pki, name, tls=None, timeout=10):
     return client_context(pki, name, tls).wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
 
 
+def echo_back(sock, payload):
+    """Sends `payload` and reads until as many bytes came back, or EOF."""
+    sock.sendall(payload)
+    received = b""
+    while len(received) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
 def round_trip(port, pki, name, payload=b"ping\n", tls=None):
     with tls_connect(port, pki, name, tls) as s:
-        s.sendall(payload)
-        received = b""
-        while len(received) < len(payload):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
+        return echo_back(s, payload)
 
 
 def refusal(port, pki, name, tls=None):

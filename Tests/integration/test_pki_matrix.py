@@ -20,7 +20,7 @@ import pytest
 
 import pki_layouts
 import realpki
-from helpers import Backend, Proxy, free_port, proxy_config, wait_until
+from helpers import Backend, Proxy, echo_back, free_port, proxy_config, wait_until
 
 BOTH = ("strict", "best-effort")
 STRICT = ("strict",)
@@ -130,14 +130,7 @@ def attempt(port, pki, client, payload, tls=None):
     """Sends `payload` and reads it back: ("echo", data) or ("error", the SSL error)."""
     try:
         with connect(port, pki, client, tls) as s:
-            s.sendall(payload)
-            received = b""
-            while len(received) < len(payload):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-            return "echo", received
+            return "echo", echo_back(s, payload)
     except ssl.SSLError as e:
         return "error", str(e)
     except OSError as e:
