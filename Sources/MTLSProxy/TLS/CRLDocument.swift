@@ -8,31 +8,31 @@ import SwiftASN1
 /// reader walks the same structure once, and keeps the signed bytes so that the
 /// signature is checked against the issuer's public key (`CRLSignature`) without
 /// GnuTLS ever parsing the list.
-struct CRLDocument: Sendable {
+package struct CRLDocument: Sendable {
     /// The DER of the TBSCertList: exactly what the issuer signed.
-    var signedBytes: [UInt8]
-    var signatureAlgorithm: AlgorithmIdentifierBytes
-    var signature: [UInt8]
+    package var signedBytes: [UInt8]
+    package var signatureAlgorithm: AlgorithmIdentifierBytes
+    package var signature: [UInt8]
     /// The issuer Name as DER (tag and length included), comparable with a
     /// certificate's raw issuer.
-    var issuerName: [UInt8]
-    var thisUpdate: Int
-    var nextUpdate: Int?
-    var revoked: [SerialNumber]
-    var authorityKeyID: [UInt8]?
+    package var issuerName: [UInt8]
+    package var thisUpdate: Int
+    package var nextUpdate: Int?
+    package var revoked: [SerialNumber]
+    package var authorityKeyID: [UInt8]?
     /// The cRLNumber, as the bytes of a positive integer without leading zeros.
-    var number: [UInt8]?
+    package var number: [UInt8]?
     /// Set when the CRL's scope is not "every certificate of this issuer" or it carries
     /// a critical extension we do not understand: such a CRL is refused, not misread.
-    var unsupported: String?
+    package var unsupported: String?
 
     /// An AlgorithmIdentifier: its OID in dotted form and the DER of its parameters.
-    struct AlgorithmIdentifierBytes: Sendable, Equatable {
-        var oid: String
-        var parameters: [UInt8]?
+    package struct AlgorithmIdentifierBytes: Sendable, Equatable {
+        package var oid: String
+        package var parameters: [UInt8]?
     }
 
-    static func parse(der bytes: [UInt8]) throws(CRLParseError) -> CRLDocument {
+    package static func parse(der bytes: [UInt8]) throws(CRLParseError) -> CRLDocument {
         do {
             return try read(bytes)
         } catch let error as CRLParseError {
@@ -205,8 +205,8 @@ struct CRLDocument: Sendable {
     }
 }
 
-struct CRLParseError: Error, CustomStringConvertible, Sendable {
-    let description: String
+package struct CRLParseError: Error, CustomStringConvertible, Sendable {
+    package let description: String
     init(_ description: String) { self.description = description }
 }
 

@@ -3,13 +3,13 @@ import CGnuTLSShim
 /// The CRLs of one file: DER (one CRL), or PEM with any number of
 /// `-----BEGIN X509 CRL-----` blocks and anything else around them (openssl's `-text`
 /// output, certificates, comments), which is ignored.
-enum CRLFile {
+package enum CRLFile {
     static let pemBegin = Array("-----BEGIN X509 CRL-----".utf8)
     static let pemEnd = Array("-----END X509 CRL-----".utf8)
 
     /// Every CRL the file holds, each parsed or with why not; empty when the file holds
     /// no CRL at all (neither a PEM block nor something that starts like DER).
-    static func documents(in bytes: [UInt8]) -> [Result<CRLDocument, CRLParseError>] {
+    package static func documents(in bytes: [UInt8]) -> [Result<CRLDocument, CRLParseError>] {
         let blocks = pemBlocks(in: bytes)
         if blocks.isEmpty {
             guard bytes.first == 0x30 else { return [] }
@@ -51,7 +51,7 @@ enum CRLFile {
 
 /// RFC 4648 base64 as PEM uses it: white space between characters is skipped, padding
 /// only at the end.
-enum Base64 {
+package enum Base64 {
     private static let values: [Int8] = {
         var table = [Int8](repeating: -1, count: 256)
         for (index, char) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8.enumerated() {
@@ -60,7 +60,7 @@ enum Base64 {
         return table
     }()
 
-    static func decode<C: Collection>(_ text: C) -> [UInt8]? where C.Element == UInt8 {
+    package static func decode<C: Collection>(_ text: C) -> [UInt8]? where C.Element == UInt8 {
         var out: [UInt8] = []
         out.reserveCapacity(text.count / 4 * 3)
         var accumulator: UInt32 = 0
