@@ -52,6 +52,13 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var byeSent = false
     /// Bytes read from the client socket that GnuTLS has not taken yet (see ClientTransport).
     private var readAhead = RelayBuffer()
+    /// Set by the transport when the client socket said EAGAIN (either way) during the
+    /// current GnuTLS call: only then is a new epoll edge sure to come.
+    private var transportBlocked = false
+    /// Bytes handed to GnuTLS so far: tells whether a GnuTLS call made progress.
+    private var bytesPulled = 0
+    /// The handshake gave way to other connections and goes on from a timer.
+    private var handshakeYielded = false
     private var bytesFromClient = 0
     private var bytesToClient = 0
     private var reportedFromClient = 0
@@ -138,12 +145,36 @@ final class ClientConnection: EventHandler, TimerTarget {
         return gnutls_protocol_get_version(session) == GNUTLS_TLS1_3
     }
 
+    /// How many GnuTLS calls one wake-up may spend on a handshake before giving way to
+    /// the other connections of the loop (a hello in thousands of tiny records).
+    static let handshakeCallsPerWakeUp = 1024
+
+    /// Runs the handshake as far as the bytes at hand allow.
+    ///
+    /// GnuTLS answers GNUTLS_E_AGAIN not only when the socket is empty: after each record
+    /// that does not complete a handshake message (a ClientHello or a client certificate
+    /// larger than one record, or one cut into many small records) it returns AGAIN
+    /// without reading on. The next records then sit in the read-ahead (or in the socket,
+    /// already reported by the one edge an edge-triggered epoll gives), and no event
+    /// would ever come for them. So AGAIN ends the loop only when the transport itself
+    /// would block, or when the call took no bytes at all.
     private func driveHandshake() {
         guard let session else { return }
+        var calls = 0
         while true {
+            transportBlocked = false
+            let pulledBefore = bytesPulled
             let rc = gnutls_handshake(session)
             if rc == 0 { return handshakeCompleted() }
-            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED { return }  // the next edge drives it on
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
+                if transportBlocked || bytesPulled == pulledBefore { return }  // the next edge drives it on
+                calls += 1
+                if calls < Self.handshakeCallsPerWakeUp { continue }
+                // Progress, and more may be waiting: go on after the other ready
+                // connections had their turn (a timer due now fires after this batch).
+                handshakeYielded = true
+                return worker.loop.arm(self, at: monotonicNanos())
+            }
             if gnutls_error_is_fatal(rc) == 0 { continue }  // a warning alert: carry on
             return handshakeFailed(rc)
         }
@@ -340,6 +371,12 @@ final class ClientConnection: EventHandler, TimerTarget {
         switch phase {
         case .handshaking:
             if now >= deadline { return finishHandshakeTimeout() }
+            if handshakeYielded {
+                handshakeYielded = false
+                driveHandshake()
+                if phase == .handshaking && !handshakeYielded { worker.loop.arm(self, at: deadline) }
+                return
+            }
         case .checkingDirectory:
             if now >= deadline { return directoryAnswered(.unavailable("the directory did not answer in time")) }
         case .connecting:
@@ -396,6 +433,8 @@ final class ClientConnection: EventHandler, TimerTarget {
                 && (clientReadable || !readAhead.isEmpty || gnutls_record_check_pending(session) > 0)
             {
                 let space = toBackend.writable(from: pool)
+                transportBlocked = false
+                let pulledBefore = bytesPulled
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
                 if rc > 0 {
                     toBackend.commit(rc)
@@ -405,7 +444,9 @@ final class ClientConnection: EventHandler, TimerTarget {
                     clientDone = true  // close_notify, or a bare FIN: either way no more data
                     progress = true
                 } else if rc == Int(GNUTLS_E_AGAIN) {
-                    clientReadable = false
+                    // As in the handshake: a record that carried no data (a TLS 1.3
+                    // KeyUpdate, an empty record) gives AGAIN while more may be waiting.
+                    if transportBlocked || bytesPulled == pulledBefore { clientReadable = false }
                 } else if rc == Int(GNUTLS_E_INTERRUPTED) {
                     continue
                 } else if rc == Int(GNUTLS_E_REHANDSHAKE) {
@@ -632,12 +673,16 @@ extension ClientConnection {
     func pull(into destination: UnsafeMutableRawPointer, count: Int) -> Int {
         if readAhead.isEmpty {
             let space = readAhead.writable(from: worker.pool)
-            let n = recv(clientFD, space.pointer, space.count, 0)
+            var n: Int
+            repeat { n = recv(clientFD, space.pointer, space.count, 0) } while n < 0 && errno == EINTR
             if n <= 0 {
                 let error = errno
                 readAhead.releaseIfEmpty(to: worker.pool)
                 if n == 0 { return 0 }
-                if error == EAGAIN { clientReadable = false }
+                if error == EAGAIN {
+                    clientReadable = false
+                    transportBlocked = true
+                }
                 if let session { gnutls_transport_set_errno(session, error) }
                 return -1
             }
@@ -647,6 +692,7 @@ extension ClientConnection {
         destination.copyMemory(from: readAhead.readable, byteCount: n)
         readAhead.consume(n)
         readAhead.releaseIfEmpty(to: worker.pool)
+        bytesPulled += n
         return n
     }
 
@@ -655,10 +701,14 @@ extension ClientConnection {
         var message = msghdr()
         message.msg_iov = UnsafeMutablePointer(mutating: vectors)
         message.msg_iovlen = Int(count)
-        let n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL))
+        var n: Int
+        repeat { n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL)) } while n < 0 && errno == EINTR
         if n < 0 {
             let error = errno
-            if error == EAGAIN { clientWritable = false }
+            if error == EAGAIN {
+                clientWritable = false
+                transportBlocked = true
+            }
             if let session { gnutls_transport_set_errno(session, error) }
         }
         return n
