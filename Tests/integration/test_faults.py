@@ -3,8 +3,10 @@ half-open connections, a backend that refuses, resets or says nothing. Each time
 proxy must stay calm (no spinning core, no log flood, bounded memory), say clearly what
 happened, and recover on its own."""
 import os
+import re
 import resource
 import socket
+import struct
 import threading
 import time
 
@@ -30,6 +32,14 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def active_connections(health_port):
+    """mtls_proxy_active_connections of the listener, from /metrics."""
+    for line in http_get(health_port, "/metrics")[1].splitlines():
+        if line.startswith('mtls_proxy_active_connections{listener="ldaps"}'):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no mtls_proxy_active_connections in /metrics")
 
 
 def echo_ok(sock, payload=b"ping\n"):
@@ -100,3 +110,234 @@ def test_out_of_descriptors_pauses_accepting_serves_open_connections_and_recover
         sock.close()
     # One episode, one pair of lines (a retry that finds descriptors free ends it).
     assert len(proxy.log_lines("accept failed, pausing accepts")) <= 4
+
+
+# --- A flood of silent half-open handshakes ---------------------------------------------
+
+class Flood:
+    """Keeps `size` connections open to the proxy, each sending `payload` (the start of a
+    handshake) and then nothing; replaces those the proxy closes. What a slowloris
+    attacker does."""
+
+    def __init__(self, port, payload, size):
+        self.port, self.payload, self.size = port, payload, size
+        self.socks = []
+        self.opened = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import select
+        while not self.stopping.is_set():
+            if self.socks:
+                readable, _, _ = select.select(self.socks, [], [], 0)
+                for sock in readable:
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        sock.close()
+                        self.socks.remove(sock)
+            while len(self.socks) < self.size and not self.stopping.is_set():
+                sock = socket.create_connection(("127.0.0.1", self.port))
+                try:
+                    sock.sendall(self.payload)
+                except OSError:
+                    pass
+                self.socks.append(sock)
+                self.opened += 1
+            time.sleep(0.05)
+
+    def stop(self):
+        """No new connections; the open ones stay open and silent."""
+        self.stopping.set()
+        self.thread.join(10)
+
+    def close(self):
+        for sock in self.socks:
+            sock.close()
+
+
+def test_half_open_flood_up_to_max_connections(start_proxy, pki, backend):
+    from helpers import client_context
+    from tlsrecords import HANDSHAKE, client_hello, pad_client_hello, records
+
+    port, health_port = free_port(), free_port()
+    timeout_s, limit = 2, 50
+    proxy = start_proxy(proxy_config(pki, port, backend.address, health_port=health_port,
+                                     handshake_timeout=f"{timeout_s}s", max_connections=limit))
+    pid = proxy.process.pid
+    assert try_round_trip(port, pki)
+    rss_before = rss_kib(pid)
+
+    # Half-open: one full record of a 64 KiB ClientHello and the start of the next, so
+    # that GnuTLS holds a partial message and a partial record for every connection.
+    hello = pad_client_hello(client_hello(client_context(pki, "alice", "1.3")), "max")
+    payload = records(HANDSHAKE, hello, 16384, version=b"\x03\x01")[:20000]
+    flood = Flood(port, payload, limit)
+    try:
+        wait_until(lambda: active_connections(health_port) == limit,
+                   timeout=10, what="every slot taken by the flood")
+        refused = sum(not try_round_trip(port, pki) for _ in range(3))
+        rss_during = max(rss_kib(pid) for _ in range(5) if time.sleep(0.2) is None)
+        # Keep flooding past one handshake_timeout: the slots are taken again as they free.
+        time.sleep(timeout_s + 0.5)
+        rss_during = max(rss_during, rss_kib(pid))
+        assert refused >= 1, "a legitimate client got a slot while the flood held them all"
+        proxy.wait_for_log("end=over_limit")
+        assert flood.opened > limit  # the proxy cut the first ones, the flood replaced them
+        flood.stop()
+        stopped = time.monotonic()
+        # The flood's connections stay open, but the proxy cuts them at handshake_timeout.
+        wait_until(lambda: try_round_trip(port, pki), timeout=timeout_s + 2,
+                   what="a legitimate client served within handshake_timeout of the flood stopping")
+        served_after = time.monotonic() - stopped
+        wait_until(lambda: active_connections(health_port) == 0,
+                   timeout=timeout_s + 2, what="every flood connection cut")
+        rss_after = rss_kib(pid)
+    finally:
+        flood.stop()
+        flood.close()
+    print(f"\nflood of {limit} half-open handshakes ({len(payload)} bytes each): RSS before {rss_before} KiB, "
+          f"during {rss_during} KiB (+{rss_during - rss_before}), after {rss_after} KiB; "
+          f"a client served {served_after:.2f} s after the flood stopped; {flood.opened} flood connections")
+    # Generous: 256 KiB per held handshake (it takes about a tenth of that).
+    assert rss_during - rss_before < limit * 256
+    assert rss_after <= rss_during + 1024
+    assert proxy.log_lines("end=handshake_timeout")
+
+
+# --- A backend that flaps ---------------------------------------------------------------
+
+class FlappingBackend:
+    """One backend port whose behaviour changes: "down" (nothing listens: connection
+    refused), "reset" (accepts, then resets at once), "silent" (accepts, never reads or
+    answers), "full" (listens but never accepts, its queue full: connects hang), "echo"
+    (healthy)."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.mode = "down"
+        self.listener = None
+        self.held = []  # connections kept open and silent, and the ones filling the queue
+
+    def set(self, mode):
+        if self.listener is not None:
+            try:
+                self.listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept
+            except OSError:
+                pass
+            self.listener.close()
+            self.listener = None
+        self.mode = mode
+        if mode == "down":
+            return
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        if mode == "full":
+            listener.listen(0)
+            # Fill the accept queue: further SYNs are dropped, connects hang.
+            for _ in range(3):
+                filler = socket.socket()
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", self.port))
+                self.held.append(filler)
+            self.listener = listener
+            return
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._serve, args=(listener, mode), daemon=True).start()
+
+    def _serve(self, listener, mode):
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if mode == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # RST
+            elif mode == "silent":
+                self.held.append(conn)
+            else:
+                threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn):
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self):
+        self.set("down")
+        for sock in self.held:
+            sock.close()
+
+
+def closed_by_proxy(sock, timeout):
+    """True when the proxy ends the TLS session (close_notify, FIN or reset) within
+    `timeout` seconds; False when nothing comes."""
+    import ssl
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return True
+    except (socket.timeout, TimeoutError):
+        return False
+
+
+@pytest.fixture
+def flapping(start_proxy, pki):
+    backend = FlappingBackend()
+    port, health_port = free_port(), free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, health_port=health_port,
+                                     connect_timeout="1s", idle_timeout="2s"))
+    proxy.port, proxy.health_port, proxy.backend = port, health_port, backend
+    yield proxy
+    backend.close()
+
+
+@pytest.mark.parametrize("mode,end,detail", [
+    ("down", "backend_unavailable", "connect to 127.0.0.1:\\d+: connection refused"),
+    ("reset", "error", "backend.*reset|reset.*backend"),
+    ("full", "backend_unavailable", "connect to 127.0.0.1:\\d+ timed out after 1s"),
+    ("silent", "idle_timeout", "the backend did not answer within 2s"),
+])
+def test_backend_fault_closes_the_client_with_a_reason_and_recovers(flapping, pki, mode, end, detail):
+    backend = flapping.backend
+    backend.set("echo")
+    assert try_round_trip(flapping.port, pki)
+
+    backend.set(mode)
+    clients = [tls_connect(flapping.port, pki, name) for name in ["alice", "bob", "carol"]]
+    for sock in clients:
+        try:
+            sock.sendall(b"ping\n")
+        except OSError:
+            pass  # already closed by the proxy
+    # Closed promptly: connect_timeout and idle_timeout are 1 s and 2 s here.
+    for sock in clients:
+        assert closed_by_proxy(sock, 10), f"backend {mode}: the client was left hanging"
+        sock.close()
+    flapping.wait_for_log(f"end={end}", count=3)
+    lines = flapping.log_lines(f"end={end}")
+    assert all(re.search(f"detail=.*({detail})", line, re.IGNORECASE) for line in lines), lines
+    # Nothing stays open in the proxy.
+    wait_until(lambda: active_connections(flapping.health_port) == 0, timeout=10,
+               what=f"no connection left open after the backend was {mode}")
+
+    # The backend comes back: served without a restart.
+    backend.set("echo")
+    wait_until(lambda: try_round_trip(flapping.port, pki), timeout=10, what="service after the backend recovered")
+    if mode != "silent":
+        wait_until(lambda: "backend answers" in flapping.log(), timeout=10, what="the probe seeing the backend again")

@@ -49,6 +49,9 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var clientDone = false  // close_notify or FIN from the client
     private var backendDone = false  // FIN from the backend
     private var backendWriteShut = false
+    /// Bytes went to the backend and nothing came back since: an idle timeout then
+    /// says that the backend did not answer, not that the client went quiet.
+    private var awaitingBackend = false
     private var byeSent = false
     /// Bytes read from the client socket that GnuTLS has not taken yet (see ClientTransport).
     private var readAhead = RelayBuffer()
@@ -359,7 +362,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             case .connecting:
                 guard writable else { return }
                 let error = Socket.pendingError(fd)
-                if error != 0 { return backendUnavailable(String(cString: strerror(error))) }
+                if error != 0 { return backendUnavailable("connect to \(listener.config.backend!): \(String(cString: strerror(error)))") }
                 backendConnected()
             case .relaying: pump()
             default: break
@@ -380,7 +383,10 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .checkingDirectory:
             if now >= deadline { return directoryAnswered(.unavailable("the directory did not answer in time")) }
         case .connecting:
-            if now >= deadline { return backendUnavailable("connect timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))") }
+            if now >= deadline {
+                return backendUnavailable(
+                    "connect to \(listener.config.backend!) timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))")
+            }
         case .lingering:
             if now >= deadline { return finish(.refused) }
         case .relaying:
@@ -393,7 +399,11 @@ final class ClientConnection: EventHandler, TimerTarget {
             let idle = listener.config.idleTimeoutNanos
             guard idle > 0 else { return }
             deadline = lastActivity + idle
-            if now >= deadline { return terminate(.idleTimeout, detail: nil) }
+            if now >= deadline {
+                let quiet = ConfigDuration.describe(idle)
+                return terminate(.idleTimeout, detail: awaitingBackend
+                    ? "the backend did not answer within \(quiet)" : "no bytes either way for \(quiet)")
+            }
         case .closed:
             return
         }
@@ -462,6 +472,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 let n = send(backendFD, toBackend.readable, toBackend.count, Int32(MSG_NOSIGNAL))
                 if n > 0 {
                     toBackend.consume(n)
+                    awaitingBackend = true
                     progress = true
                 } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
                     if errno == EAGAIN { backendWritable = false }
@@ -481,6 +492,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 let n = recv(backendFD, space.pointer, space.count, 0)
                 if n > 0 {
                     toClient.commit(n)
+                    awaitingBackend = false
                     progress = true
                 } else if n == 0 {
                     backendDone = true
