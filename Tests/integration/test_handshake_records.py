@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 
 import pki as pki_module
-from helpers import client_context, free_port, proxy_config, round_trip, tls_connect
+from helpers import client_context, free_port, http_get, proxy_config, round_trip, tls_connect, wait_until
 from tlsrecords import (HANDSHAKE, RefragmentingClient, client_hello, first_server_record, is_server_hello,
                         pad_client_hello, records)
 
@@ -21,13 +21,20 @@ ANSWER_WITHIN = 10
 
 @pytest.fixture
 def patient_proxy(start_proxy, pki, backend):
-    port = free_port()
+    port, health_port = free_port(), free_port()
     # No session tickets: a ticket carries the client's chain, and one for a 64 KiB
     # certificate is more than OpenSSL clients accept (a separate matter).
-    proxy = start_proxy(proxy_config(pki, port, backend.address, handshake_timeout=HANDSHAKE_TIMEOUT,
-                                     session_tickets="no"))
-    proxy.port = port
+    proxy = start_proxy(proxy_config(pki, port, backend.address, health_port=health_port,
+                                     handshake_timeout=HANDSHAKE_TIMEOUT, session_tickets="no"))
+    proxy.port, proxy.health_port = port, health_port
     return proxy
+
+
+def active_connections(health_port):
+    for line in http_get(health_port, "/metrics")[1].splitlines():
+        if line.startswith('mtls_proxy_active_connections{listener="ldaps"}'):
+            return int(float(line.split()[-1]))
+    raise AssertionError("no mtls_proxy_active_connections in /metrics")
 
 
 @pytest.mark.parametrize("tls", ["1.3", "1.2"])
@@ -46,11 +53,12 @@ def test_client_hello_is_answered_whatever_its_records(patient_proxy, pki, tls, 
     if padding:
         hello = pad_client_hello(hello, padding)
     wire = records(HANDSHAKE, hello, record_size, version=b"\x03\x01")
-    # All at once, so that the proxy usually finds every record in one read. Whether it
-    # does is up to the kernel (a 20 KB write may arrive in two pieces, and then each
-    # piece brings its own event): four connections make it all but certain that one does.
+    # All at once, after the proxy has accepted the connections and is waiting: the
+    # records then arrive together, and the proxy finds them all in one read. Four
+    # connections in case the kernel splits a write and one piece brings its own event.
     socks = [socket.create_connection(("127.0.0.1", patient_proxy.port)) for _ in range(4)]
     try:
+        wait_until(lambda: active_connections(patient_proxy.health_port) == 4, what="the proxy accepted")
         for sock in socks:
             sock.sendall(wire)
         answers = [first_server_record(sock, ANSWER_WITHIN) for sock in socks]
@@ -75,7 +83,7 @@ def test_handshake_completes_with_client_flights_in_tiny_records(patient_proxy, 
         assert client.recv() == b"ping\n"
     finally:
         client.close()
-    assert backend.accepted == 1
+    patient_proxy.wait_for_log("end=closed")
 
 
 @pytest.fixture(scope="module")
