@@ -49,6 +49,9 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var clientDone = false  // close_notify or FIN from the client
     private var backendDone = false  // FIN from the backend
     private var backendWriteShut = false
+    /// When the backend connect gives up (connect_timeout after the first attempt).
+    private var connectDeadline: UInt64 = 0
+    private var waitingForDescriptor = false
     /// Bytes went to the backend and nothing came back since: an idle timeout then
     /// says that the backend did not answer, not that the client went quiet.
     private var awaitingBackend = false
@@ -297,11 +300,28 @@ final class ClientConnection: EventHandler, TimerTarget {
 
     // MARK: - Backend
 
+    /// How often a connect that found no free descriptor is tried again.
+    static let descriptorRetryNanos: UInt64 = 100_000_000
+
     private func connectBackend(now: UInt64) {
         phase = .connecting  // nothing from the client is read until the backend is there
+        if connectDeadline == 0 { connectDeadline = now + listener.config.connectTimeoutNanos }
         switch Socket.connect(to: listener.backendAddress) {
         case .failed(let error):
-            return backendUnavailable("\(error)")
+            if Socket.isResourceShortage(error.errno) && now + Self.descriptorRetryNanos < connectDeadline {
+                // Out of descriptors (the client took the last one): wait for one to be
+                // freed, up to connect_timeout, rather than refuse a verified client.
+                if !waitingForDescriptor {
+                    waitingForDescriptor = true
+                    listener.logger.debug("waiting for a descriptor to connect to the backend", metadata: [
+                        "client": "\(peer)", "detail": "\(error)",
+                    ])
+                }
+                deadline = now + Self.descriptorRetryNanos
+                return worker.loop.arm(self, at: deadline)
+            }
+            return backendUnavailable(waitingForDescriptor
+                ? "\(error), still after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))" : "\(error)")
         case .connected(let fd):
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
@@ -309,7 +329,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .inProgress(let fd):
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
-            deadline = now + listener.config.connectTimeoutNanos
+            deadline = connectDeadline
             worker.loop.arm(self, at: deadline)
         }
     }
@@ -383,6 +403,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .checkingDirectory:
             if now >= deadline { return directoryAnswered(.unavailable("the directory did not answer in time")) }
         case .connecting:
+            if backendFD < 0 && now >= deadline { return connectBackend(now: now) }  // a descriptor may be free now
             if now >= deadline {
                 return backendUnavailable(
                     "connect to \(listener.config.backend!) timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))")

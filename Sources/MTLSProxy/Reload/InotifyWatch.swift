@@ -93,7 +93,7 @@ enum FileFingerprint {
             do {
                 files += try CRLSet.listFiles(dir).map { dir + "/" + $0 }
             } catch {
-                if [EMFILE, ENFILE, ENOMEM].contains(error.errno) { return nil }
+                if Socket.isResourceShortage(error.errno) { return nil }
             }
         }
         for file in files {
