@@ -39,7 +39,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MTLSProxyTests",
-            dependencies: ["MTLSProxy"]
+            dependencies: ["MTLSProxy", .product(name: "SwiftASN1", package: "swift-asn1")]
         ),
     ]
 )

@@ -9,6 +9,18 @@ let peerVerifyCallback: @convention(c) (gnutls_session_t?) -> Int32 = { session 
     return Unmanaged<ClientConnection>.fromOpaque(context).takeUnretainedValue().verifyPeerDuringHandshake()
 }
 
+/// GnuTLS hands over the body of the client's Certificate message before it parses it:
+/// the only way to tell a well-formed empty list (no certificate) from a message with no
+/// body, which GnuTLS reports with the same error (see HandshakeFailure).
+let certificateMessageHook: @convention(c) (
+    gnutls_session_t?, UInt32, UInt32, UInt32, UnsafePointer<gnutls_datum_t>?
+) -> Int32 = { session, _, _, incoming, message in
+    guard incoming != 0, let session, let message, let context = gnutls_session_get_ptr(session) else { return 0 }
+    let body = UnsafeRawBufferPointer(start: message.pointee.data, count: Int(message.pointee.size))
+    Unmanaged<ClientConnection>.fromOpaque(context).takeUnretainedValue().clientCertificateMessage(body)
+    return 0
+}
+
 /// One client: TLS handshake, verification, backend connect, relay, close.
 ///
 /// Phases: handshaking -> connecting -> relaying -> closed, or handshaking -> lingering
@@ -37,6 +49,11 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var refusal: RefusalReason?
     private var verified = false
     private var failureDetail: String?
+    /// The client's Certificate message held a well-formed list of no certificates.
+    private var sentEmptyCertificateList = false
+    /// The last gnutls_record_recv refused a renegotiation: GnuTLS still holds its
+    /// ClientHello and drops it on the next call (see the relay loop).
+    private var renegotiationRefused = false
 
     private var toBackend = RelayBuffer()
     private var toClient = RelayBuffer()
@@ -122,6 +139,8 @@ final class ClientConnection: EventHandler, TimerTarget {
         let context = Unmanaged.passUnretained(self).toOpaque()
         gnutls_session_set_ptr(session, context)
         ClientTransport.attach(session, context: context)
+        gnutls_handshake_set_hook_function(
+            session, GNUTLS_HANDSHAKE_CERTIFICATE_PKT.rawValue, GNUTLS_HOOK_PRE, certificateMessageHook)
         listener.ticketKey?.enable(on: session)
         // Edge-triggered, both directions, registered once: readiness is tracked in the
         // flags below and cleared on EAGAIN, so no epoll_ctl is needed per state change.
@@ -140,10 +159,27 @@ final class ClientConnection: EventHandler, TimerTarget {
         identity = result.identity
         chain = result.chain
         verified = true
+        for adoption in result.adoptions { announce(adoption) }
         guard let reason = result.refusal else { return 0 }
         refusal = reason
         gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(reason.alert(tls13: isTLS13)))
         return -1
+    }
+
+    /// A CA this client sent became a known signer: say which of its CRLs now count.
+    private func announce(_ adoption: ClientIssuers.Adoption) {
+        for crl in adoption.promoted {
+            listener.metrics.publish(crl, loadedAt: wallClockSeconds())
+            listener.logger.info("CRL in force", metadata: [
+                "issuer": "\(crl.issuer)",
+                "detail": "\(crl.file): its CA arrived in a verified client chain; \(crl.revoked.count) revoked",
+            ])
+        }
+        for note in adoption.notes { listener.logger.warning("CRL skipped", metadata: ["detail": "\(note)"]) }
+    }
+
+    func clientCertificateMessage(_ body: UnsafeRawBufferPointer) {
+        sentEmptyCertificateList = HandshakeFailure.isEmptyCertificateList(body, tls13: isTLS13)
     }
 
     private var isTLS13: Bool {
@@ -192,16 +228,21 @@ final class ClientConnection: EventHandler, TimerTarget {
             // The verify callback refused and already sent the precise alert.
             return refuse()
         }
-        switch rc {
-        case GNUTLS_E_CERTIFICATE_REQUIRED, GNUTLS_E_NO_CERTIFICATE_FOUND:
+        switch HandshakeFailure.classify(rc, sentEmptyCertificateList: sentEmptyCertificateList) {
+        case .noCertificate:
             refusal = .noCertificate
             gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(RefusalReason.noCertificate.alert(tls13: isTLS13)))
-        case GNUTLS_E_PREMATURE_TERMINATION, GNUTLS_E_PULL_ERROR, GNUTLS_E_PUSH_ERROR, GNUTLS_E_FATAL_ALERT_RECEIVED:
-            // The client went away or gave up: nobody to tell.
+        case .clientGone:
             refusal = .handshakeFailed
-        default:
+        case .protocolError:
+            // What GnuTLS maps the error to, as gnutls-serv sends it: decode_error for a
+            // malformed message, decrypt_error for a bad signature, and so on.
             refusal = .handshakeFailed
-            gnutls_alert_send_appropriate(session, rc)
+            var level: Int32 = 0
+            let alert = gnutls_error_to_alert(rc, &level)
+            if alert >= 0 {
+                gnutls_alert_send(session, gnutls_alert_level_t(UInt32(level)), gnutls_alert_description_t(UInt32(alert)))
+            }
         }
         failureDetail = GnuTLS.describe(rc)
         if rc == GNUTLS_E_FATAL_ALERT_RECEIVED, let name = gnutls_alert_get_name(gnutls_alert_get(session)) {
@@ -467,6 +508,8 @@ final class ClientConnection: EventHandler, TimerTarget {
                 transportBlocked = false
                 let pulledBefore = bytesPulled
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
+                let afterRefusedRenegotiation = renegotiationRefused
+                renegotiationRefused = false
                 if rc > 0 {
                     toBackend.commit(rc)
                     bytesFromClient += rc
@@ -483,6 +526,12 @@ final class ClientConnection: EventHandler, TimerTarget {
                 } else if rc == Int(GNUTLS_E_REHANDSHAKE) {
                     // Renegotiation is off: say so and keep the session.
                     gnutls_alert_send(session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION)
+                    renegotiationRefused = true
+                } else if rc == Int(GNUTLS_E_UNEXPECTED_PACKET) && afterRefusedRenegotiation {
+                    // GnuTLS kept the refused ClientHello in its record buffer, and the
+                    // call right after the refusal discards it with this error: not the
+                    // client's fault. The next call reads on.
+                    continue
                 } else {
                     return terminate(.error, detail: "from client: \(GnuTLS.describe(Int32(rc)))")
                 }

@@ -108,12 +108,13 @@ final class Worker {
     /// After `listener` swapped in `trust`: closes its connections whose chain holds a
     /// certificate that the new CRLs revoke, each with a Notice of Disconnection.
     func closeRevoked(listener: ListenerRuntime, trust: TrustState) {
-        let revokedCount = trust.crls.byIssuer.values.reduce(0) { $0 + $1.revoked.count }
+        let activeCRLs = trust.activeCRLs
+        let revokedCount = activeCRLs.reduce(0) { $0 + $1.revoked.count }
         var candidates: [ClientConnection] = []
         if byCertificate.count <= revokedCount {
             for holders in byCertificate.values { candidates.append(contentsOf: holders.values) }
         } else {
-            for crl in trust.crls.byIssuer.values {
+            for crl in activeCRLs {
                 for serial in crl.revoked {
                     if let holders = byCertificate[ChainLink(issuer: IssuerKey(name: crl.issuerKey.name), serial: serial)] {
                         candidates.append(contentsOf: holders.values)
@@ -124,7 +125,7 @@ final class Worker {
         // The index is by issuer name; the exact check (key identifiers too) decides.
         var seen = Set<UInt64>()
         for connection in candidates where connection.listenerRuntime === listener && seen.insert(connection.timerKey).inserted {
-            guard connection.chain.contains(where: { trust.crls.crl(for: $0.issuer)?.revoked.contains($0.serial) == true }) else {
+            guard connection.chain.contains(where: { trust.crl(for: $0.issuer)?.revoked.contains($0.serial) == true }) else {
                 continue
             }
             connection.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: "certificate revoked by a new CRL")

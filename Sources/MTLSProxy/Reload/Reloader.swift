@@ -110,12 +110,11 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
             do {
                 let trust = try TrustState(config: listener.config, previous: listener.trust, verifyCallback: peerVerifyCallback)
                 listener.swapTrust(trust)
-                for warning in trust.crls.warnings {
-                    listener.logger.warning("CRL skipped", metadata: ["detail": "\(warning)"])
-                }
+                trust.logLoadNotes(to: listener.logger)
+                let held = trust.crls.heldCount > 0 ? ", \(trust.crls.heldCount) held for CAs that clients send" : ""
                 listener.logger.info("reloaded", metadata: [
                     "reason": "\(why)",
-                    "detail": "certificate serial \(trust.serverCertificate.serialHex), \(trust.caCount) CAs, \(trust.crls.byIssuer.count) CRLs",
+                    "detail": "certificate serial \(trust.serverCertificate.serialHex), \(trust.caCount) CAs, \(trust.activeCRLs.count) CRLs\(held)",
                 ])
                 swapped(listener, trust)
             } catch {
@@ -135,7 +134,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         let now = wallClockSeconds()
         for listener in listeners {
             let warnBefore = Int(listener.config.crlWarnBeforeNanos / 1_000_000_000)
-            for crl in listener.trust.crls.byIssuer.values {
+            for crl in listener.trust.activeCRLs {
                 guard let next = crl.nextUpdate else { continue }
                 let key = "\(listener.name)|\(crl.issuer)|\(next)"
                 if next <= now {
