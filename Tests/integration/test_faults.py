@@ -236,6 +236,39 @@ def test_half_open_flood_up_to_max_connections(start_proxy, pki, backend):
     assert proxy.log_lines("end=handshake_timeout")
 
 
+def over_limit_total(health_port):
+    for line in http_get(health_port, "/metrics")[1].splitlines():
+        if line.startswith('mtls_proxy_connections_total{listener="ldaps",outcome="over_limit"}'):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def test_hammering_a_full_proxy_is_counted_not_logged_line_by_line(start_proxy, pki, backend):
+    # Before: one log line per refused connection, over 10,000 a second from a single
+    # client in a loop. Now the first of an episode, then one line with the count.
+    port, health_port = free_port(), free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, health_port=health_port,
+                                     handshake_timeout="30s", max_connections=5))
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    wait_until(lambda: active_connections(health_port) == 5, what="every slot taken")
+    attempts = 1000
+    for _ in range(attempts):
+        socket.create_connection(("127.0.0.1", port)).close()
+    wait_until(lambda: over_limit_total(health_port) == attempts, what="every refusal counted")
+    lines = proxy.log_lines("over_limit|over max_connections")
+    assert len(lines) <= 8, f"{len(lines)} lines for {attempts} refusals"
+    proxy.wait_for_log("connections refused over max_connections")
+    assert len(proxy.log_lines("over_limit|over max_connections")) <= 8
+    # Each worker's first refusal has its own line; the summaries count the rest.
+    first = len(proxy.log_lines("end=over_limit"))
+    summed = sum(int(m) for line in proxy.log_lines("refused over max_connections")
+                 for m in re.findall(r"refused=(\d+)", line))
+    assert first + summed == attempts
+    for sock in held:
+        sock.close()
+    wait_until(lambda: try_round_trip(port, pki), timeout=5, what="a free slot")
+
+
 # --- A backend that flaps ---------------------------------------------------------------
 
 class FlappingBackend:

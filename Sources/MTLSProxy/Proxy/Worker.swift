@@ -147,6 +147,7 @@ final class Acceptor: EventHandler {
     let listener: ListenerRuntime
     unowned let worker: Worker
     private(set) lazy var pause = AcceptPause(fd: fd, handler: self, loop: worker.loop, logger: listener.logger)
+    private lazy var overLimitLog = OverLimitLog(loop: worker.loop, logger: listener.logger, limit: listener.config.maxConnections)
 
     init(fd: Int32, listener: ListenerRuntime, worker: Worker) {
         self.fd = fd
@@ -184,11 +185,7 @@ final class Acceptor: EventHandler {
     private func refuseOverLimit(_ clientFD: Int32, peer: SocketAddress) {
         close(clientFD)
         listener.metrics.connections[.overLimit]?.increment()
-        listener.logger.warning(
-            "connection refused", metadata: [
-                "client": "\(peer)", "end": "over_limit",
-                "detail": "max_connections (\(listener.config.maxConnections)) reached",
-            ])
+        overLimitLog.refused(peer)
     }
 }
 
