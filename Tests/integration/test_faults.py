@@ -3,6 +3,7 @@ half-open connections, a backend that refuses, resets or says nothing. Each time
 proxy must stay calm (no spinning core, no log flood, bounded memory), say clearly what
 happened, and recover on its own."""
 import os
+import random
 import re
 import resource
 import socket
@@ -271,6 +272,22 @@ def test_hammering_a_full_proxy_is_counted_not_logged_line_by_line(start_proxy, 
 
 # --- A backend that flaps ---------------------------------------------------------------
 
+def port_outside_ephemeral_range():
+    """A free port that no outgoing connection will take as its local port while the
+    backend is down (free_port's would: any connect on the machine may pick it, even
+    the proxy's own connect to it, which then connects to itself)."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+    for port in random.sample(range(10000, low), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise AssertionError("no free port below the ephemeral range")
+
+
 class FlappingBackend:
     """One backend port whose behaviour changes: "down" (nothing listens: connection
     refused), "reset" (accepts, then resets at once), "silent" (accepts, never reads or
@@ -278,7 +295,7 @@ class FlappingBackend:
     (healthy)."""
 
     def __init__(self):
-        self.port = free_port()
+        self.port = port_outside_ephemeral_range()
         self.address = f"127.0.0.1:{self.port}"
         self.mode = "down"
         self.listener = None
