@@ -66,9 +66,22 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var clientDone = false  // close_notify or FIN from the client
     private var backendDone = false  // FIN from the backend
     private var backendWriteShut = false
+    /// When the backend connect gives up (connect_timeout after the first attempt).
+    private var connectDeadline: UInt64 = 0
+    private var waitingForDescriptor = false
+    /// Bytes went to the backend and nothing came back since: an idle timeout then
+    /// says that the backend did not answer, not that the client went quiet.
+    private var awaitingBackend = false
     private var byeSent = false
     /// Bytes read from the client socket that GnuTLS has not taken yet (see ClientTransport).
     private var readAhead = RelayBuffer()
+    /// Set by the transport when the client socket said EAGAIN (either way) during the
+    /// current GnuTLS call: only then is a new epoll edge sure to come.
+    private var transportBlocked = false
+    /// Bytes handed to GnuTLS so far: tells whether a GnuTLS call made progress.
+    private var bytesPulled = 0
+    /// The handshake gave way to other connections and goes on from a timer.
+    private var handshakeYielded = false
     private var bytesFromClient = 0
     private var bytesToClient = 0
     private var reportedFromClient = 0
@@ -174,12 +187,36 @@ final class ClientConnection: EventHandler, TimerTarget {
         return gnutls_protocol_get_version(session) == GNUTLS_TLS1_3
     }
 
+    /// How many GnuTLS calls one wake-up may spend on a handshake before giving way to
+    /// the other connections of the loop (a hello in thousands of tiny records).
+    static let handshakeCallsPerWakeUp = 1024
+
+    /// Runs the handshake as far as the bytes at hand allow.
+    ///
+    /// GnuTLS answers GNUTLS_E_AGAIN not only when the socket is empty: after each record
+    /// that does not complete a handshake message (a ClientHello or a client certificate
+    /// larger than one record, or one cut into many small records) it returns AGAIN
+    /// without reading on. The next records then sit in the read-ahead (or in the socket,
+    /// already reported by the one edge an edge-triggered epoll gives), and no event
+    /// would ever come for them. So AGAIN ends the loop only when the transport itself
+    /// would block, or when the call took no bytes at all.
     private func driveHandshake() {
         guard let session else { return }
+        var calls = 0
         while true {
+            transportBlocked = false
+            let pulledBefore = bytesPulled
             let rc = gnutls_handshake(session)
             if rc == 0 { return handshakeCompleted() }
-            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED { return }  // the next edge drives it on
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
+                if transportBlocked || bytesPulled == pulledBefore { return }  // the next edge drives it on
+                calls += 1
+                if calls < Self.handshakeCallsPerWakeUp { continue }
+                // Progress, and more may be waiting: go on after the other ready
+                // connections had their turn (a timer due now fires after this batch).
+                handshakeYielded = true
+                return worker.loop.arm(self, at: monotonicNanos())
+            }
             if gnutls_error_is_fatal(rc) == 0 { continue }  // a warning alert: carry on
             return handshakeFailed(rc)
         }
@@ -304,11 +341,28 @@ final class ClientConnection: EventHandler, TimerTarget {
 
     // MARK: - Backend
 
+    /// How often a connect that found no free descriptor is tried again.
+    static let descriptorRetryNanos: UInt64 = 100_000_000
+
     private func connectBackend(now: UInt64) {
         phase = .connecting  // nothing from the client is read until the backend is there
+        if connectDeadline == 0 { connectDeadline = now + listener.config.connectTimeoutNanos }
         switch Socket.connect(to: listener.backendAddress) {
         case .failed(let error):
-            return backendUnavailable("\(error)")
+            if Socket.isResourceShortage(error.errno) && now + Self.descriptorRetryNanos < connectDeadline {
+                // Out of descriptors (the client took the last one): wait for one to be
+                // freed, up to connect_timeout, rather than refuse a verified client.
+                if !waitingForDescriptor {
+                    waitingForDescriptor = true
+                    listener.logger.debug("waiting for a descriptor to connect to the backend", metadata: [
+                        "client": "\(peer)", "detail": "\(error)",
+                    ])
+                }
+                deadline = now + Self.descriptorRetryNanos
+                return worker.loop.arm(self, at: deadline)
+            }
+            return backendUnavailable(waitingForDescriptor
+                ? "\(error), still after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))" : "\(error)")
         case .connected(let fd):
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
@@ -316,7 +370,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .inProgress(let fd):
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
-            deadline = now + listener.config.connectTimeoutNanos
+            deadline = connectDeadline
             worker.loop.arm(self, at: deadline)
         }
     }
@@ -369,7 +423,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             case .connecting:
                 guard writable else { return }
                 let error = Socket.pendingError(fd)
-                if error != 0 { return backendUnavailable(String(cString: strerror(error))) }
+                if error != 0 { return backendUnavailable("connect to \(listener.config.backend!): \(String(cString: strerror(error)))") }
                 backendConnected()
             case .relaying: pump()
             default: break
@@ -381,10 +435,20 @@ final class ClientConnection: EventHandler, TimerTarget {
         switch phase {
         case .handshaking:
             if now >= deadline { return finishHandshakeTimeout() }
+            if handshakeYielded {
+                handshakeYielded = false
+                driveHandshake()
+                if phase == .handshaking && !handshakeYielded { worker.loop.arm(self, at: deadline) }
+                return
+            }
         case .checkingDirectory:
             if now >= deadline { return directoryAnswered(.unavailable("the directory did not answer in time")) }
         case .connecting:
-            if now >= deadline { return backendUnavailable("connect timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))") }
+            if backendFD < 0 && now >= deadline { return connectBackend(now: now) }  // a descriptor may be free now
+            if now >= deadline {
+                return backendUnavailable(
+                    "connect to \(listener.config.backend!) timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))")
+            }
         case .lingering:
             if now >= deadline { return finish(.refused) }
         case .relaying:
@@ -397,7 +461,11 @@ final class ClientConnection: EventHandler, TimerTarget {
             let idle = listener.config.idleTimeoutNanos
             guard idle > 0 else { return }
             deadline = lastActivity + idle
-            if now >= deadline { return terminate(.idleTimeout, detail: nil) }
+            if now >= deadline {
+                let quiet = ConfigDuration.describe(idle)
+                return terminate(.idleTimeout, detail: awaitingBackend
+                    ? "the backend did not answer within \(quiet)" : "no bytes either way for \(quiet)")
+            }
         case .closed:
             return
         }
@@ -437,6 +505,8 @@ final class ClientConnection: EventHandler, TimerTarget {
                 && (clientReadable || !readAhead.isEmpty || gnutls_record_check_pending(session) > 0)
             {
                 let space = toBackend.writable(from: pool)
+                transportBlocked = false
+                let pulledBefore = bytesPulled
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
                 let afterRefusedRenegotiation = renegotiationRefused
                 renegotiationRefused = false
@@ -448,7 +518,9 @@ final class ClientConnection: EventHandler, TimerTarget {
                     clientDone = true  // close_notify, or a bare FIN: either way no more data
                     progress = true
                 } else if rc == Int(GNUTLS_E_AGAIN) {
-                    clientReadable = false
+                    // As in the handshake: a record that carried no data (a TLS 1.3
+                    // KeyUpdate, an empty record) gives AGAIN while more may be waiting.
+                    if transportBlocked || bytesPulled == pulledBefore { clientReadable = false }
                 } else if rc == Int(GNUTLS_E_INTERRUPTED) {
                     continue
                 } else if rc == Int(GNUTLS_E_REHANDSHAKE) {
@@ -470,6 +542,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 let n = send(backendFD, toBackend.readable, toBackend.count, Int32(MSG_NOSIGNAL))
                 if n > 0 {
                     toBackend.consume(n)
+                    awaitingBackend = true
                     progress = true
                 } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
                     if errno == EAGAIN { backendWritable = false }
@@ -489,6 +562,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 let n = recv(backendFD, space.pointer, space.count, 0)
                 if n > 0 {
                     toClient.commit(n)
+                    awaitingBackend = false
                     progress = true
                 } else if n == 0 {
                     backendDone = true
@@ -681,12 +755,16 @@ extension ClientConnection {
     func pull(into destination: UnsafeMutableRawPointer, count: Int) -> Int {
         if readAhead.isEmpty {
             let space = readAhead.writable(from: worker.pool)
-            let n = recv(clientFD, space.pointer, space.count, 0)
+            var n: Int
+            repeat { n = recv(clientFD, space.pointer, space.count, 0) } while n < 0 && errno == EINTR
             if n <= 0 {
                 let error = errno
                 readAhead.releaseIfEmpty(to: worker.pool)
                 if n == 0 { return 0 }
-                if error == EAGAIN { clientReadable = false }
+                if error == EAGAIN {
+                    clientReadable = false
+                    transportBlocked = true
+                }
                 if let session { gnutls_transport_set_errno(session, error) }
                 return -1
             }
@@ -696,6 +774,7 @@ extension ClientConnection {
         destination.copyMemory(from: readAhead.readable, byteCount: n)
         readAhead.consume(n)
         readAhead.releaseIfEmpty(to: worker.pool)
+        bytesPulled += n
         return n
     }
 
@@ -704,10 +783,14 @@ extension ClientConnection {
         var message = msghdr()
         message.msg_iov = UnsafeMutablePointer(mutating: vectors)
         message.msg_iovlen = Int(count)
-        let n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL))
+        var n: Int
+        repeat { n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL)) } while n < 0 && errno == EINTR
         if n < 0 {
             let error = errno
-            if error == EAGAIN { clientWritable = false }
+            if error == EAGAIN {
+                clientWritable = false
+                transportBlocked = true
+            }
             if let session { gnutls_transport_set_errno(session, error) }
         }
         return n

@@ -160,7 +160,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 let fd = try Socket.listen(on: try SocketAddress.resolve(healthEndpoint), reusePort: false)
                 let listeners = self.listeners
                 let heartbeats = workers.map { UncheckedBox($0.heartbeat) }
-                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry, stalledWorkers: {
+                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry, logger: logger, stalledWorkers: {
                     heartbeats.enumerated().filter { !$0.element.value.isFresh }.map(\.offset)
                 }) { [unowned self] in
                     Readiness.evaluate(listeners, workers: workerCount, draining: self.draining.load(ordering: .relaxed), now: wallClockSeconds())

@@ -47,6 +47,7 @@ final class Worker {
     func stopAccepting() {
         draining = true
         for acceptor in acceptors {
+            acceptor.pause.stop()
             loop.deregister(fd: acceptor.fd)
             close(acceptor.fd)
             acceptor.listener.boundWorkers.subtract(1, ordering: .relaxed)
@@ -145,6 +146,8 @@ final class Acceptor: EventHandler {
     let fd: Int32
     let listener: ListenerRuntime
     unowned let worker: Worker
+    private(set) lazy var pause = AcceptPause(fd: fd, handler: self, loop: worker.loop, logger: listener.logger)
+    private lazy var overLimitLog = OverLimitLog(loop: worker.loop, logger: listener.logger, limit: listener.config.maxConnections)
 
     init(fd: Int32, listener: ListenerRuntime, worker: Worker) {
         self.fd = fd
@@ -162,8 +165,9 @@ final class Acceptor: EventHandler {
             case .retry:
                 continue
             case .exhausted(let error):
-                listener.logger.error("accept failed, will retry", metadata: ["detail": "\(error)"])
-                return
+                // Out of descriptors: pausing, not returning, or the level-triggered
+                // socket would wake the loop again at once.
+                return pause.failed(error)
             case .accepted(let clientFD, let peer):
                 guard listener.reserveSlot() else {
                     refuseOverLimit(clientFD, peer: peer)
@@ -181,11 +185,7 @@ final class Acceptor: EventHandler {
     private func refuseOverLimit(_ clientFD: Int32, peer: SocketAddress) {
         close(clientFD)
         listener.metrics.connections[.overLimit]?.increment()
-        listener.logger.warning(
-            "connection refused", metadata: [
-                "client": "\(peer)", "end": "over_limit",
-                "detail": "max_connections (\(listener.config.maxConnections)) reached",
-            ])
+        overLimitLog.refused(peer)
     }
 }
 

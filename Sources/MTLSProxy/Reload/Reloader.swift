@@ -34,7 +34,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         self.swapped = swapped
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
-        fingerprints = listeners.map { FileFingerprint.of($0.config) }
+        fingerprints = listeners.map { FileFingerprint.of($0.config) ?? [] }
     }
 
     func start() throws(SystemError) {
@@ -93,7 +93,9 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
             }
             if after >= nextRescan {
                 nextRescan = after + Self.rescanNanos
-                let changed = Set(listeners.indices.filter { FileFingerprint.of(listeners[$0].config) != fingerprints[$0] })
+                let changed = Set(listeners.indices.filter { index in
+                    FileFingerprint.of(listeners[index].config).map { $0 != fingerprints[index] } ?? false
+                })
                 if !changed.isEmpty { reload(changed, why: "files changed (rescan)", watch: watch) }
                 watchCRLDates()
             }
@@ -104,7 +106,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         var success = true
         for index in indices.sorted() {
             let listener = listeners[index]
-            fingerprints[index] = FileFingerprint.of(listener.config)
+            fingerprints[index] = FileFingerprint.of(listener.config) ?? fingerprints[index]
             do {
                 let trust = try TrustState(config: listener.config, previous: listener.trust, verifyCallback: peerVerifyCallback)
                 listener.swapTrust(trust)
