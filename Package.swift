@@ -43,3 +43,10 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer targets (scripts/fuzz), only when asked for: they have no main of their own
+// (libFuzzer's comes with -sanitize=fuzzer), so a plain `swift build` must not see them.
+if Context.environment["MTLS_PROXY_FUZZ"] == "1" {
+    package.targets.append(.executableTarget(name: "mtls-fuzz", dependencies: ["MTLSProxy", "CGnuTLSShim"], path: "Tests/fuzz/Sources"))
+    package.products.append(.executable(name: "mtls-fuzz", targets: ["mtls-fuzz"]))
+}

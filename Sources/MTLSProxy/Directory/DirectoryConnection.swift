@@ -12,10 +12,10 @@ enum DirectoryAnswer {
 /// connect, optional simple bind, then searches multiplexed by message ID, each with
 /// its own deadline. A broken connection fails what is in flight and reconnects, after a
 /// backoff, when the next search needs it.
-final class DirectoryConnection: EventHandler, TimerTarget {
+package final class DirectoryConnection: EventHandler, TimerTarget {
     enum State { case disconnected, connecting, binding, ready }
 
-    static let maxMessageBytes = 16 << 20
+    package static let maxMessageBytes = 16 << 20
 
     let timerKey: UInt64
     var armedDeadline: UInt64 = 0
@@ -149,21 +149,42 @@ final class DirectoryConnection: EventHandler, TimerTarget {
 
     /// One complete LDAPMessage from the input, by BER length; nil when more is needed.
     private func nextMessage() -> [UInt8]? {
-        guard input.count >= 2 else { return nil }
-        guard input[0] == 0x30 else { fail("not LDAP from the directory"); return nil }
+        switch Self.frame(input) {
+        case .incomplete:
+            return nil
+        case .invalid(let why):
+            fail(why)
+            return nil
+        case .message(let length):
+            let message = Array(input[0..<length])
+            input.removeFirst(length)
+            return message
+        }
+    }
+
+    package enum Frame: Equatable {
+        case incomplete
+        /// The first `length` bytes are one LDAPMessage, its tag and length included.
+        case message(length: Int)
+        case invalid(String)
+    }
+
+    /// Where the first LDAPMessage of the directory's answers ends. A function of the bytes
+    /// alone, so that the fuzz target can drive it.
+    package static func frame(_ input: [UInt8]) -> Frame {
+        guard input.count >= 2 else { return .incomplete }
+        guard input[0] == 0x30 else { return .invalid("not LDAP from the directory") }
         var header = 2, length = Int(input[1])
         if input[1] & 0x80 != 0 {
             let count = Int(input[1] & 0x7f)
-            guard count >= 1 && count <= 4 else { fail("bad BER length from the directory"); return nil }  // 0x80: indefinite
-            guard input.count >= 2 + count else { return nil }
+            guard count >= 1 && count <= 4 else { return .invalid("bad BER length from the directory") }  // 0x80: indefinite
+            guard input.count >= 2 + count else { return .incomplete }
             length = input[2..<2 + count].reduce(0) { $0 << 8 | Int($1) }
             header += count
         }
-        guard length <= Self.maxMessageBytes else { fail("oversize LDAP message from the directory"); return nil }
-        guard input.count >= header + length else { return nil }
-        let message = Array(input[0..<header + length])
-        input.removeFirst(header + length)
-        return message
+        guard length <= maxMessageBytes else { return .invalid("oversize LDAP message from the directory") }
+        guard input.count >= header + length else { return .incomplete }
+        return .message(length: header + length)
     }
 
     private func handle(_ response: LDAPMessages.Response) {

@@ -2,7 +2,7 @@ import SwiftASN1
 
 /// An LDAP search filter (RFC 4511 section 4.5.1), parsed from its string form
 /// (RFC 4515) and encoded in BER for a SearchRequest.
-indirect enum LDAPFilter: Equatable {
+package indirect enum LDAPFilter: Equatable {
     case and([LDAPFilter])
     case or([LDAPFilter])
     case not(LDAPFilter)
@@ -13,13 +13,13 @@ indirect enum LDAPFilter: Equatable {
     case present(String)
     case approx(String, [UInt8])
 
-    struct ParseError: Error, CustomStringConvertible {
-        let description: String
+    package struct ParseError: Error, CustomStringConvertible {
+        package let description: String
     }
 
     /// Escapes a value for a filter string (RFC 4515 section 3): what comes from a
     /// certificate can then never add filter syntax.
-    static func escape(_ value: String) -> String {
+    package static func escape(_ value: String) -> String {
         var out = ""
         for byte in value.utf8 {
             if [0x2A, 0x28, 0x29, 0x5C, 0x00].contains(byte) || byte >= 0x80 {
@@ -31,7 +31,7 @@ indirect enum LDAPFilter: Equatable {
         return out
     }
 
-    static func parse(_ text: String) throws(ParseError) -> LDAPFilter {
+    package static func parse(_ text: String) throws(ParseError) -> LDAPFilter {
         var parser = Parser(bytes: Array(text.utf8))
         let filter = try parser.filter()
         guard parser.index == parser.bytes.count else { throw ParseError(description: "trailing text in filter '\(text)'") }
@@ -116,7 +116,7 @@ indirect enum LDAPFilter: Equatable {
         }
     }
 
-    func serialize(into serializer: inout DER.Serializer) throws {
+    package func serialize(into serializer: inout DER.Serializer) throws {
         func context(_ tag: UInt) -> ASN1Identifier { ASN1Identifier(tagWithNumber: tag, tagClass: .contextSpecific) }
         func assertion(_ tag: UInt, _ attribute: String, _ value: [UInt8]) throws {
             try serializer.appendConstructedNode(identifier: context(tag)) { node in

@@ -5,7 +5,7 @@
 /// The relay feeds it the bytes it has sent to the client; the proxy can then tell
 /// whether the client stands between two messages, and if not, how many more bytes
 /// finish the one in flight. That is where a Notice of Disconnection may go.
-struct LDAPMessageFramer: Equatable {
+package struct LDAPMessageFramer: Equatable {
     private enum State: Equatable {
         /// Between messages: the next byte is a tag.
         case tag
@@ -18,22 +18,24 @@ struct LDAPMessageFramer: Equatable {
 
     /// LDAP messages above this are refused as framing errors (slapd's default
     /// sockbuf_max_incoming is far lower for clients; results can be large, not this).
-    static let maxMessageLength = 1 << 30
+    package static let maxMessageLength = 1 << 30
 
     private var state = State.tag
 
-    var isAtBoundary: Bool { state == .tag }
-    var isBroken: Bool { state == .broken }
+    package init() {}
+
+    package var isAtBoundary: Bool { state == .tag }
+    package var isBroken: Bool { state == .broken }
 
     /// Advances over bytes of the stream.
-    mutating func advance(_ bytes: UnsafeRawBufferPointer) {
+    package mutating func advance(_ bytes: UnsafeRawBufferPointer) {
         _ = consume(bytes, stopAtBoundary: false)
     }
 
     /// How many of `bytes` (the next bytes of the stream) finish the message in flight:
     /// 0 at a boundary, nil when `bytes` end before the message does or the stream is
     /// not LDAP. Does not change the framer.
-    func bytesToBoundary(in bytes: UnsafeRawBufferPointer) -> Int? {
+    package func bytesToBoundary(in bytes: UnsafeRawBufferPointer) -> Int? {
         if isAtBoundary { return 0 }
         var probe = self
         let used = probe.consume(bytes, stopAtBoundary: true)

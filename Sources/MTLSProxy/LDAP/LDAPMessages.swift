@@ -2,10 +2,10 @@ import SwiftASN1
 
 /// The few LDAP operations the directory check needs (RFC 4511), encoded and decoded
 /// with swift-asn1.
-enum LDAPMessages {
-    enum Scope: Int { case base = 0, subtree = 2 }
+package enum LDAPMessages {
+    package enum Scope: Int { case base = 0, subtree = 2 }
 
-    static func bindRequest(id: Int, dn: String, password: [UInt8]) -> [UInt8] {
+    package static func bindRequest(id: Int, dn: String, password: [UInt8]) -> [UInt8] {
         message(id: id) { op in
             try op.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .application)) { bind in
                 try bind.serialize(3)
@@ -17,7 +17,7 @@ enum LDAPMessages {
         }
     }
 
-    static func searchRequest(id: Int, base: String, scope: Scope, filter: LDAPFilter, attributes: [String], sizeLimit: Int = 16)
+    package static func searchRequest(id: Int, base: String, scope: Scope, filter: LDAPFilter, attributes: [String], sizeLimit: Int = 16)
         -> [UInt8]
     {
         message(id: id) { op in
@@ -50,19 +50,19 @@ enum LDAPMessages {
     }
 
     /// What the directory check reads from a response.
-    struct Response {
-        var messageID: Int
+    package struct Response {
+        package var messageID: Int
         /// The protocolOp's APPLICATION tag: 1 BindResponse, 4 SearchResultEntry, 5 SearchResultDone.
-        var operation: UInt
-        var resultCode: Int?
-        var entryDN: String?
+        package var operation: UInt
+        package var resultCode: Int?
+        package var entryDN: String?
         /// Values of the entry's attributes, all attributes together.
-        var values: [[UInt8]] = []
+        package var values: [[UInt8]] = []
     }
 
-    struct DecodeError: Error {}
+    package struct DecodeError: Error {}
 
-    static func decode(_ message: [UInt8]) throws -> Response {
+    package static func decode(_ message: [UInt8]) throws -> Response {
         let root = try BER.parse(message)
         guard case .constructed(let parts) = root.content else { throw DecodeError() }
         var iterator = parts.makeIterator()

@@ -3,11 +3,11 @@
 /// sees the real client address in its logs and ACLs. Besides the addresses it carries
 /// one small TLV: PP2_TYPE_SSL with the TLS version and the client certificate's CN,
 /// never the certificate itself, keeping the header far below slapd's 520-byte limit.
-enum ProxyProtocolV2 {
-    static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
-    static let maxCommonNameBytes = 64
+package enum ProxyProtocolV2 {
+    package static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
+    package static let maxCommonNameBytes = 64
 
-    static func header(client: (bytes: [UInt8], port: UInt16)?, local: (bytes: [UInt8], port: UInt16)?,
+    package static func header(client: (bytes: [UInt8], port: UInt16)?, local: (bytes: [UInt8], port: UInt16)?,
                        tlsVersion: String?, commonName: String?) -> [UInt8] {
         var body: [UInt8] = []
         var family: UInt8 = 0x00  // UNSPEC: the backend keeps the connection's own addresses
