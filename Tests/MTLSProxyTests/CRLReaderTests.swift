@@ -193,6 +193,8 @@ final class CRLReaderTests: XCTestCase {
         XCTAssertEqual(UnixTime.seconds(year: 2000, month: 3, day: 1, hour: 0, minute: 0, second: 0), 951_868_800)
         XCTAssertEqual(UnixTime.seconds(year: 2038, month: 1, day: 19, hour: 3, minute: 14, second: 8), 2_147_483_648)
         XCTAssertEqual(UnixTime.seconds(year: 2024, month: 2, day: 29, hour: 12, minute: 0, second: 0), 1_709_208_000)
+        XCTAssertEqual(UnixTime.seconds(year: 1961, month: 12, day: 30, hour: 2, minute: 16, second: 6), -252_625_434,
+                       "UTCTime 61 is 1961 (RFC 5280); GnuTLS says 1970 for every earlier time")
     }
 
     private func base64(_ bytes: [UInt8], lineLength: Int) -> String {
