@@ -39,7 +39,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MTLSProxyTests",
-            dependencies: ["MTLSProxy"]
+            dependencies: ["MTLSProxy", .product(name: "SwiftASN1", package: "swift-asn1")]
         ),
     ]
 )
@@ -47,6 +47,6 @@ let package = Package(
 // libFuzzer targets (scripts/fuzz), only when asked for: they have no main of their own
 // (libFuzzer's comes with -sanitize=fuzzer), so a plain `swift build` must not see them.
 if Context.environment["MTLS_PROXY_FUZZ"] == "1" {
-    package.targets.append(.executableTarget(name: "mtls-fuzz", dependencies: ["MTLSProxy"], path: "Tests/fuzz/Sources"))
+    package.targets.append(.executableTarget(name: "mtls-fuzz", dependencies: ["MTLSProxy", "CGnuTLSShim"], path: "Tests/fuzz/Sources"))
     package.products.append(.executable(name: "mtls-fuzz", targets: ["mtls-fuzz"]))
 }

@@ -7,6 +7,8 @@ few seconds from now) without faketime, and builds large CRLs quickly.
 
     scripts/pki.py init DIR          root CA, intermediate CA, a stranger CA, a server
                                      certificate, clients of every kind, CRLs
+    scripts/pki.py rsa-server DIR    an RSA server certificate (server-rsa.pem/.key) in an
+                                     existing PKI
     scripts/pki.py crl DIR ISSUER OUT [--revoke NAME ...] [--next-update SECONDS]
                                      write a CRL of ISSUER (root|intermediate)
 
@@ -21,7 +23,7 @@ import sys
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -86,7 +88,7 @@ def load(dirpath, label):
 
 
 def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None, eku=None, san=None,
-              not_before=None, not_after=None, serial=None):
+              not_before=None, not_after=None, serial=None, key_encipherment=False, crl_url=None):
     issuer_name = issuer_cert.subject if issuer_cert is not None else subject
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
@@ -105,18 +107,27 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
             critical=True)
     else:
         builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=True, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False),
+            digital_signature=True, content_commitment=False, key_encipherment=key_encipherment,
+            data_encipherment=False, key_agreement=not key_encipherment, key_cert_sign=False, crl_sign=False,
+            encipher_only=False, decipher_only=False),
             critical=True)
         builder = builder.add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CLIENT_AUTH]),
                                         critical=False)
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+    if crl_url:
+        builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
+            crl_issuer=None)]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
 def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400, this_update=None, number=1,
-             extensions=()):
+             extensions=(), reasons=False, key_id_of=None):
+    """A CRL revoking `serials`, signed by `issuer_key`. With `reasons`, every entry
+    carries a reason code (keyCompromise), as OpenSSL's CA, EJBCA, Dogtag and
+    Microsoft's CA write them. Its authority key identifier is that of `key_id_of` (a
+    public key) when given, else that of the signing key."""
     next_update = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=next_update_seconds)
     # An expired CRL was issued before it expired.
     this_update = this_update or min(NOW - datetime.timedelta(minutes=5), next_update - DAY)
@@ -125,11 +136,13 @@ def make_crl(issuer_cert, issuer_key, serials, *, next_update_seconds=7 * 86400,
                .last_update(this_update)
                .next_update(next_update)
                .add_extension(x509.CRLNumber(number), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-                              critical=False))
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   key_id_of or issuer_key.public_key()), critical=False))
     for extension in extensions:
         builder = builder.add_extension(extension, critical=True)
     revocation = x509.RevokedCertificateBuilder().revocation_date(this_update)
+    if reasons:
+        revocation = revocation.add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
     for serial in serials:
         builder = builder.add_revoked_certificate(revocation.serial_number(serial).build())
     return builder.sign(issuer_key, hashes.SHA256())
@@ -141,14 +154,23 @@ def serial_of(dirpath, name):
 
 
 def write_crl(dirpath, issuer, out, revoke=(), next_update_seconds=7 * 86400, number=None, der=False,
-              forged=False, extensions=()):
-    """Writes a CRL of `issuer` revoking the named clients (or raw serials)."""
+              forged=False, extensions=(), reasons=False):
+    """Writes a CRL of `issuer` revoking the named clients (or raw serials).
+
+    forged=True: the issuer's name, signed by a key nobody trusts, whose own key
+    identifier it carries (so a lookup by key identifier never even finds it).
+    forged="impersonate": the same, but carrying the genuine issuer's name AND key
+    identifier: only the signature check tells it from the real CRL."""
     cert, key = load(dirpath, f"{issuer}-ca")
+    key_id_of = None
     if forged:
+        if forged == "impersonate":
+            key_id_of = key.public_key()
         key = new_key()  # same issuer name, a key nobody trusts
     serials = [s if isinstance(s, int) else serial_of(dirpath, s) for s in revoke]
     number = number if number is not None else int(datetime.datetime.now().timestamp() * 1000)
-    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions)
+    crl = make_crl(cert, key, serials, next_update_seconds=next_update_seconds, number=number, extensions=extensions,
+                   reasons=reasons, key_id_of=key_id_of)
     tmp = out + ".tmp"
     with open(tmp, "wb") as f:
         f.write(crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM))
@@ -188,6 +210,28 @@ def reissue_server(dirpath, cert_path, key_path):
     write_pem(cert_path + ".new", cert, inter)
     os.replace(cert_path + ".new", cert_path)
     return cert
+
+
+def extra_server(dirpath, name, key_type="ecdsa", crl_url=None):
+    """Another server certificate for localhost, issued by the intermediate CA: NAME.pem
+    (with the intermediate) and NAME.key. An RSA-2048 one has the key usages of a usual
+    RSA server certificate (digitalSignature and keyEncipherment): the latter allows
+    static-RSA key exchange, so a client or a scan against it sees every TLS 1.2 suite
+    the priority string lets through. `crl_url` adds a CRL distribution point, as real
+    server certificates carry (scanners flag a certificate without one)."""
+    inter, inter_key = load(dirpath, "intermediate-ca")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key_type == "rsa" else new_key()
+    cert = make_cert(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key, inter, inter_key,
+                     eku=[ExtendedKeyUsageOID.SERVER_AUTH], san=server_names(), key_encipherment=key_type == "rsa",
+                     crl_url=crl_url)
+    write_pem(os.path.join(dirpath, f"{name}.pem"), cert, inter)
+    write_key(os.path.join(dirpath, f"{name}.key"), key)
+    return cert
+
+
+def rsa_server(dirpath):
+    """server-rsa.pem / server-rsa.key: an RSA server certificate (see extra_server)."""
+    return extra_server(dirpath, "server-rsa", key_type="rsa")
 
 
 def init(dirpath):
@@ -235,6 +279,8 @@ def main(argv):
     sub = parser.add_subparsers(dest="command", required=True)
     p_init = sub.add_parser("init", help="generate a whole PKI in DIR")
     p_init.add_argument("dir")
+    p_rsa = sub.add_parser("rsa-server", help="add an RSA server certificate to the PKI in DIR")
+    p_rsa.add_argument("dir")
     p_crl = sub.add_parser("crl", help="write a CRL")
     p_crl.add_argument("dir")
     p_crl.add_argument("issuer", choices=["root", "intermediate"])
@@ -246,6 +292,9 @@ def main(argv):
     if args.command == "init":
         init(args.dir)
         print(f"PKI written to {args.dir}")
+    elif args.command == "rsa-server":
+        rsa_server(args.dir)
+        print(f"RSA server certificate written to {args.dir}/server-rsa.pem")
     else:
         write_crl(args.dir, args.issuer, args.out, args.revoke, args.next_update, der=args.der)
         print(f"CRL written to {args.out}")

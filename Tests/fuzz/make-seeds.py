@@ -159,6 +159,39 @@ def other_seeds():
     write("proxy-v2", "no-address", bytes([0x30, 7]) + b"TLS1.3" + b"bob")
 
 
+def crl_seeds():
+    """CRLs as `openssl ca -gencrl` writes them (scripts/realpki.py): reason codes on
+    every entry, with and without an authority key identifier, DER and PEM, one PEM file
+    holding two CRLs, and one with openssl's -text dump before its PEM block."""
+    import realpki
+    work = tempfile.mkdtemp(prefix="crl-seeds-")
+    try:
+        root = realpki.CA(os.path.join(work, "root"), "Seed Root", "p384")
+        inter = realpki.CA(os.path.join(work, "int"), "Seed Int", "p384", parent=root)
+        for name in ["a", "b", "c"]:
+            cert, _ = inter.issue(os.path.join(work, "clients"), name)
+            inter.revoke(cert, reason="keyCompromise" if name != "b" else "superseded")
+        root.revoke(inter.cert, reason="cACompromise")
+        crls = {"int": inter.gencrl(os.path.join(work, "int.crl")),
+                "int-no-aki": inter.gencrl(os.path.join(work, "int-noaki.crl"), aki=False),
+                "root": root.gencrl(os.path.join(work, "root.crl")),
+                "root-empty": root.gencrl(os.path.join(work, "root-empty.crl"), empty=True)}
+        for name, path in crls.items():
+            der = subprocess.run(["openssl", "crl", "-in", path, "-outform", "DER"], check=True,
+                                 capture_output=True).stdout
+            write("crl", f"openssl-{name}-der", der)
+        with open(crls["int"], "rb") as f:
+            pem = f.read()
+        with open(crls["root"], "rb") as f:
+            write("crl", "openssl-two-in-one-pem", pem + f.read())
+        text = subprocess.run(["openssl", "crl", "-in", crls["int-no-aki"], "-text"], check=True,
+                              capture_output=True).stdout
+        write("crl", "openssl-text-and-pem", text)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 if __name__ == "__main__":
     other_seeds()
+    crl_seeds()
     ldap_seeds()

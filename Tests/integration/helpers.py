@@ -46,6 +46,7 @@ class Backend:
     mode "echo": sends back what it reads, and shuts down its write side at EOF.
     mode "digest": reads to EOF, then answers the SHA-256 and byte count of what it read.
     mode "greet": sends a line, half-closes, then reads to EOF and keeps the digest.
+    mode "deaf": never reads (its receive buffer fills up), until close().
     """
 
     def __init__(self, mode="echo"):
@@ -60,6 +61,7 @@ class Backend:
         self.closed = False
         self.eof_seen = threading.Event()
         self.received = None
+        self.stopped = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -88,6 +90,9 @@ class Backend:
                 conn.shutdown(socket.SHUT_WR)
                 self.received = read_digest(conn)
                 self.eof_seen.set()
+            elif self.mode == "deaf":
+                self.stopped.wait()
+                return
             elif self.mode == "digest":
                 total, digest = read_digest(conn)
                 self.eof_seen.set()
@@ -103,6 +108,7 @@ class Backend:
 
     def close(self):
         self.closed = True
+        self.stopped.set()
         self.sock.close()
 
 
@@ -123,16 +129,21 @@ def tls_connect(port, pki, name, tls=None, timeout=10):
     return client_context(pki, name, tls).wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False)
 
 
+def echo_back(sock, payload):
+    """Sends `payload` and reads until as many bytes came back, or EOF."""
+    sock.sendall(payload)
+    received = b""
+    while len(received) < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
 def round_trip(port, pki, name, payload=b"ping\n", tls=None):
     with tls_connect(port, pki, name, tls) as s:
-        s.sendall(payload)
-        received = b""
-        while len(received) < len(payload):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-        return received
+        return echo_back(s, payload)
 
 
 def refusal(port, pki, name, tls=None):

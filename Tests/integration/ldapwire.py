@@ -28,6 +28,12 @@ def search_request(message_id, base="dc=example,dc=com", attribute="objectClass"
     return tlv(0x30, integer(message_id) + request)
 
 
+def search_result_entry(message_id, dn, attribute, value):
+    """SearchResultEntry with one attribute of one value."""
+    attributes = tlv(0x30, tlv(0x30, octets(attribute) + tlv(0x31, octets(value))))
+    return tlv(0x30, integer(message_id) + tlv(0x64, octets(dn) + attributes))
+
+
 def split_messages(data):
     """Splits a byte stream into complete LDAPMessages; returns (messages, leftover)."""
     messages, offset = [], 0
@@ -54,6 +60,54 @@ def _read_tlv(data, offset):
         return tag, offset + 2, first
     count = first & 0x7F
     return tag, offset + 2 + count, int.from_bytes(data[offset + 2:offset + 2 + count], "big")
+
+
+def check_message(message):
+    """Asserts that `message` is one well-formed LDAPMessage: a SEQUENCE holding a
+    messageID, one protocolOp and optional controls, each TLV ending exactly inside its
+    parent. A message with other bytes spliced into it fails here even when the outer
+    lengths happen to line up."""
+    assert message[0] == 0x30, f"not a SEQUENCE: {message[:8].hex()}"
+    _, start, length = _read_tlv(message, 0)
+    assert start + length == len(message), "outer length does not match the message"
+    children, offset = [], start
+    while offset < len(message):
+        tag, value_start, value_len = _read_tlv(message, offset)
+        assert value_start + value_len <= len(message), f"element {tag:#x} runs past the message end"
+        children.append(tag)
+        _check_constructed(message, tag, value_start, value_start + value_len)
+        offset = value_start + value_len
+    assert offset == len(message)
+    assert len(children) in (2, 3) and children[0] == 0x02 and 0x40 <= children[1] <= 0x7f, \
+        f"not messageID, protocolOp[, controls]: {[hex(t) for t in children]}"
+    assert len(children) == 2 or children[2] == 0xa0, "the third element is not controls"
+
+
+def _check_constructed(data, tag, start, end):
+    """Walks the TLVs inside a constructed element: they must tile it exactly."""
+    if not tag & 0x20:
+        return
+    offset = start
+    while offset < end:
+        assert offset + 2 <= end, "truncated TLV inside a constructed element"
+        inner_tag, value_start, value_len = _read_tlv(data, offset)
+        assert value_start + value_len <= end, f"element {inner_tag:#x} runs past its parent"
+        _check_constructed(data, inner_tag, value_start, value_start + value_len)
+        offset = value_start + value_len
+
+
+def assert_whole_messages_then_notice(data, code):
+    """The byte stream a client received: whole LDAPMessages, the last of them a
+    Notice of Disconnection with `code`, nothing after it. Returns the messages."""
+    messages, leftover = split_messages(data)
+    assert leftover == b"", f"a message was cut: {len(leftover)} bytes of one are left over"
+    assert messages, "nothing was received"
+    for index, message in enumerate(messages):
+        check_message(message)
+        if index < len(messages) - 1:
+            assert describe(message)[3] != NOTICE_OF_DISCONNECTION, f"a notice at message {index}, before the end"
+    assert describe(messages[-1]) == (0, EXTENDED_RESPONSE, code, NOTICE_OF_DISCONNECTION)
+    return messages
 
 
 def describe(message):

@@ -57,6 +57,32 @@ def test_forged_crl_neither_revokes_nor_breaks(start_proxy, pki, backend, crl_co
     assert proxy.log_lines("zz-forged.crl.*does not verify|zz-forged.crl.*stranger")
 
 
+def test_forged_crl_with_the_genuine_issuer_name_and_key_identifier_is_ignored(start_proxy, pki, backend, crl_copy):
+    # The forgery copies the intermediate's name and key identifier, so it is filed
+    # exactly where the genuine CRL is; a higher CRL number would make it win. Only its
+    # signature gives it away. It revokes alice, and lists nobody else.
+    pki_module.write_crl(pki, "intermediate", os.path.join(crl_copy, "zz-forged.crl"), ["alice"],
+                         number=10**9, forged="impersonate")
+    proxy = start(start_proxy, pki, backend, crl_copy)
+    assert round_trip(proxy.port, pki, "alice") == b"ping\n"
+    assert "revoked" in refusal(proxy.port, pki, "revoked-int").lower()  # the genuine CRL still rules
+    assert proxy.log_lines("zz-forged.crl: CRL 1 ignored: its signature does not verify")
+
+
+def test_intermediate_revoked_by_the_roots_crl_refuses_the_clients_under_it(start_proxy, pki, backend, crl_copy):
+    # The root's CRL revokes the intermediate CA itself; alice's own certificate is on
+    # no CRL. Every certificate of the chain is checked, not only the client's.
+    pki_module.write_crl(pki, "root", os.path.join(crl_copy, "root.crl"), ["revoked-root", "intermediate-ca"],
+                         number=2)
+    proxy = start(start_proxy, pki, backend, crl_copy)
+    for tls in ["1.3", "1.2"]:
+        error = refusal(proxy.port, pki, "alice", tls=tls)
+        assert "certificate revoked" in error.lower().replace("_", " "), error
+    proxy.wait_for_log("UID=alice,.*end=refused reason=revoked", count=2)
+    assert backend.accepted == 0
+    assert round_trip(proxy.port, pki, "bob") == b"ping\n"  # issued by the root itself
+
+
 def test_der_crl_with_any_name(start_proxy, pki, backend, crl_copy):
     os.remove(os.path.join(crl_copy, "intermediate.crl"))
     pki_module.write_crl(pki, "intermediate", os.path.join(crl_copy, "any-name.der"), ["revoked-int"], der=True)
@@ -115,6 +141,7 @@ def test_delta_and_partitioned_crls_are_refused_loudly(start_proxy, pki, backend
     proxy.wait_for_log("reason=crl_missing")
 
 
+@pytest.mark.timeout(600)  # building and signing the CRL in Python takes up to a minute on a busy machine
 def test_100000_entry_crl_refuses_its_serial_and_not_its_neighbours(start_proxy, pki, backend, crl_copy):
     base = 0x5EED << 100
     for name, serial in [("serial-base", base), ("serial-below", base - 1), ("serial-above", base + 1)]:

@@ -130,6 +130,30 @@ def test_filter_metacharacters_cannot_widen_the_search(start_proxy, pki, backend
     proxy.wait_for_log("reason=not_in_directory")
 
 
+def test_reissued_certificate_replaces_the_old_one_of_the_same_subject(start_proxy, pki, backend, directory):
+    # grace's certificate is re-issued (same subject, new key and serial) and only the
+    # new one is put in her entry: the old one must stop working. A check that matched
+    # the entry by subject, not by the certificate's bytes, would let both in.
+    pki_module.issue_client(pki, "grace")
+    for ext in ["pem", "key"]:
+        os.replace(os.path.join(pki, f"grace.{ext}"), os.path.join(pki, f"grace-old.{ext}"))
+    pki_module.issue_client(pki, "grace")
+    ldapmodify(directory, f"""dn: uid=grace,ou=people,dc=example,dc=com
+objectClass: inetOrgPerson
+uid: grace
+cn: grace
+sn: grace
+userCertificate;binary:: {base64.b64encode(der(pki, "grace")).decode()}
+""", add=True)
+    proxy = directory_proxy(start_proxy, pki, backend, directory)
+    accepted = backend.accepted
+    error = refusal(proxy.port, pki, "grace-old")
+    assert "access denied" in error.lower().replace("_", " "), error
+    proxy.wait_for_log("UID=grace,.*reason=not_in_directory.*the entry holds other certificates")
+    assert backend.accepted == accepted
+    assert round_trip(proxy.port, pki, "grace") == b"ping\n"
+
+
 def test_directory_down_rejects_and_readyz_fails(start_proxy, pki, backend):
     health = free_port()
     proxy = directory_proxy(start_proxy, pki, backend, f"ldap://127.0.0.1:{free_port()}", health=health,

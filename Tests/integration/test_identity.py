@@ -2,6 +2,7 @@
 PROXY protocol v2."""
 import os
 import re
+import socket
 import subprocess
 
 import pytest
@@ -30,6 +31,14 @@ def test_allow_lists(start_proxy, pki, backend, setting, allowed, refused):
         assert backend.accepted == accepted
 
 
+def accepts_tcp(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def test_slapd_sees_the_real_client_address_through_proxy_protocol(start_proxy, pki, tmp_path):
     directory = str(tmp_path / "slapd")
     slapd_fixture.setup(directory)
@@ -41,6 +50,9 @@ def test_slapd_sees_the_real_client_address_through_proxy_protocol(start_proxy, 
     with open(log_path, "wb") as log:
         slapd = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
+        # slapd on pldap:// wants a PROXY header before LDAP, so the ldapsearch readiness
+        # check cannot be used: wait for its listening socket instead.
+        wait_until(lambda: accepts_tcp(slapd_port), what=f"slapd to listen on {slapd_port}")
         port = free_port()
         proxy = start_proxy(proxy_config(pki, port, f"127.0.0.1:{slapd_port}", proxy_protocol="v2"))
         env = dict(os.environ, LDAPTLS_CACERT=f"{pki}/root-ca.pem", LDAPTLS_CERT=f"{pki}/alice.pem",

@@ -12,13 +12,18 @@ from helpers import Backend, BioClient, free_port, proxy_config, round_trip, tls
 
 @pytest.fixture
 def relay(start_proxy, pki):
+    backends = []
+
     def make(mode):
         backend = Backend(mode)
+        backends.append(backend)
         port = free_port()
         proxy = start_proxy(proxy_config(pki, port, backend.address))
         proxy.port, proxy.backend = port, backend
         return proxy
-    return make
+    yield make
+    for backend in backends:  # before the proxies stop: no connection waits for a deaf backend
+        backend.close()
 
 
 @pytest.mark.parametrize("tls", ["1.3", "1.2"])
@@ -130,6 +135,30 @@ def test_client_that_does_not_read_is_not_buffered_without_limit(relay, pki):
     growth = rss_kib(proxy.process.pid) - before
     assert growth < 8 * 1024, f"proxy RSS grew by {growth} KiB while the client did not read"
     sock.close()
+
+
+def test_client_sending_to_a_backend_that_does_not_read_is_held_back(relay, pki):
+    # Neither the backend nor the client reads: what the client offers can only pile up
+    # in the proxy, unless the proxy stops reading the client once its buffer towards
+    # the backend is full. Then the client's sends stall with a few MiB in the kernels'
+    # socket buffers, and the proxy's own memory stays where it was.
+    proxy = relay("deaf")
+    offered = 200 * 1024 * 1024
+    before = rss_kib(proxy.process.pid)
+    sock = tls_connect(proxy.port, pki, "alice")
+    sock.settimeout(2.0)  # a stall this long means the proxy stopped reading
+    block = os.urandom(65536)
+    sent = 0
+    try:
+        while sent < offered:
+            sock.sendall(block)
+            sent += len(block)
+    except (TimeoutError, ssl.SSLError, OSError):
+        pass
+    growth = rss_kib(proxy.process.pid) - before  # measured while the connection holds it
+    sock.close()
+    assert growth < 20 * 1024, f"proxy RSS grew by {growth} KiB while {sent >> 20} MiB were offered"
+    assert sent < offered, "the proxy took all 200 MiB that nobody read"
 
 
 def test_unix_socket_backend(start_proxy, pki, tmp_path):

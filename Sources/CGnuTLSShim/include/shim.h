@@ -10,6 +10,7 @@
 
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <gnutls/abstract.h>
 #include <gnutls/socket.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>

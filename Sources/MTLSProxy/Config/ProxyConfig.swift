@@ -36,8 +36,12 @@ public enum CertMap: String, Sendable, CaseIterable { case subject, search }
 public enum DirectoryUnavailable: String, Sendable, CaseIterable { case reject, allow }
 
 public struct ListenerConfig: Sendable {
+    /// TLS 1.2 and 1.3 only; X25519 first (the cheapest curve); AEAD ciphers only; in
+    /// TLS 1.2 ECDHE key exchange only (static RSA has no forward secrecy, and DHE could
+    /// never be chosen: no finite-field group is in the list); the server's order wins.
+    /// Client-initiated renegotiation is refused by the connection, not here.
     public static let defaultPriority =
-        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:-CIPHER-ALL:+AES-128-GCM:+CHACHA20-POLY1305:+AES-256-GCM:%SERVER_PRECEDENCE"
+        "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1:-CIPHER-ALL:+AES-128-GCM:+CHACHA20-POLY1305:+AES-256-GCM:-KX-ALL:+ECDHE-ECDSA:+ECDHE-RSA:%SERVER_PRECEDENCE"
 
     public var name: String
     /// Line of the `[name]` header, for messages about the whole section.

@@ -52,8 +52,8 @@ final class BackendProber: TimerTarget {
             case .connected(let fd):
                 close(fd)
                 finish(ok: true)
-            case .failed:
-                finish(ok: false)
+            case .failed(let error):
+                finish(ok: false, why: "\(error)")  // out of descriptors shows here, not as the backend's fault
             case .inProgress(let fd):
                 self.fd = fd
                 loop.register(fd: fd, events: Epoll.output, handler: self)
@@ -62,12 +62,15 @@ final class BackendProber: TimerTarget {
         }
 
         func handleEvent(fd: Int32, events: UInt32) {
-            finish(ok: Socket.pendingError(fd) == 0)
+            let error = Socket.pendingError(fd)
+            finish(ok: error == 0, why: "connect: \(String(cString: strerror(error)))")
         }
 
-        func timerFired(now: UInt64) { finish(ok: false) }
+        func timerFired(now: UInt64) {
+            finish(ok: false, why: "connect timed out after \(ConfigDuration.describe(BackendProber.timeoutNanos))")
+        }
 
-        private func finish(ok: Bool) {
+        private func finish(ok: Bool, why: String = "") {
             if fd >= 0 {
                 loop.deregister(fd: fd)
                 close(fd)
@@ -79,7 +82,7 @@ final class BackendProber: TimerTarget {
                 if ok {
                     listener.logger.info("backend answers", metadata: ["detail": "\(listener.config.backend!)"])
                 } else {
-                    listener.logger.warning("backend does not answer", metadata: ["detail": "\(listener.config.backend!)"])
+                    listener.logger.warning("backend does not answer", metadata: ["detail": "\(listener.config.backend!): \(why)"])
                 }
             }
             done(self)

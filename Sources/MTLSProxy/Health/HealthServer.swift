@@ -1,5 +1,6 @@
 import CGnuTLSShim
 import Glibc
+import Logging
 import Prometheus
 
 /// The HTTP health endpoint, served on the first event loop: `/healthz`, `/readyz`,
@@ -17,20 +18,27 @@ final class HealthServer: EventHandler {
     private let registry: PrometheusCollectorRegistry
     private var open: [Int32: HealthConnection] = [:]
 
-    init(fd: Int32, loop: EventLoop, registry: PrometheusCollectorRegistry, stalledWorkers: @escaping () -> [Int],
-         readiness: @escaping () -> ReadinessReport) {
+    private var pause: AcceptPause!
+
+    init(fd: Int32, loop: EventLoop, registry: PrometheusCollectorRegistry, logger: Logger,
+         stalledWorkers: @escaping () -> [Int], readiness: @escaping () -> ReadinessReport) {
         self.fd = fd
         self.stalledWorkers = stalledWorkers
         self.loop = loop
         self.registry = registry
         self.readiness = readiness
+        var logger = logger
+        logger[metadataKey: "listener"] = "health"
+        pause = AcceptPause(fd: fd, handler: self, loop: loop, logger: logger)
     }
 
     func start() { loop.register(fd: fd, events: Epoll.input, handler: self) }
 
     func handleEvent(fd: Int32, events: UInt32) {
         for _ in 0..<16 {
-            guard case .accepted(let clientFD, _) = Socket.accept(fd) else { return }
+            let result = Socket.accept(fd)
+            if case .exhausted(let error) = result { return pause.failed(error) }  // see AcceptPause
+            guard case .accepted(let clientFD, _) = result else { return }
             let connection = HealthConnection(fd: clientFD, server: self, loop: loop)
             open[clientFD] = connection
             connection.start()

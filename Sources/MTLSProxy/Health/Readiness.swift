@@ -68,13 +68,15 @@ enum Readiness {
             return ReadinessCheck(name: name, state: .fail, detail: "no current CRL for: " + missing.joined(separator: "; "))
         }
         let warnBefore = Int(listener.config.crlWarnBeforeNanos / 1_000_000_000)
-        let soon = trust.crls.byIssuer.values.compactMap { crl -> String? in
+        let active = trust.activeCRLs
+        let soon = active.compactMap { crl -> String? in
             guard let next = crl.nextUpdate, next - now < warnBefore else { return nil }
             return "\(crl.issuer) nextUpdate \(Timestamp.iso8601(next))"
         }.sorted()
         if !soon.isEmpty {
             return ReadinessCheck(name: name, state: .warn, detail: "CRL due soon or stale: " + soon.joined(separator: "; "))
         }
-        return ReadinessCheck(name: name, state: .ok, detail: "\(trust.crls.byIssuer.count) CRLs current (\(policy.rawValue))")
+        return ReadinessCheck(name: name, state: .ok, detail: "\(active.count) CRLs current (\(policy.rawValue))"
+            + (trust.crls.heldCount > 0 ? "; \(trust.crls.heldCount) held until a client presents their issuing CA" : ""))
     }
 }

@@ -122,28 +122,31 @@ final class ListenerMetrics: Sendable {
     func publish(_ trust: TrustState) {
         certificateNotAfter.set(Int64(trust.serverCertificate.notAfter))
         if trust.crls.rejectedCount > 0 { crlRejected.increment(by: Int64(trust.crls.rejectedCount)) }
-        for crl in trust.crls.byIssuer.values {
-            let labels = [("listener", name), ("issuer", crl.issuer)]
-            registry.makeGauge(
-                descriptor: .init(namespace: "mtls_proxy", metricName: "crl_next_update", unitName: "seconds",
-                                  helpText: "nextUpdate of the CRL loaded for each issuer"),
-                labels: labels
-            ).set(Int64(crl.nextUpdate ?? 0))
-            registry.makeGauge(
-                descriptor: .init(namespace: "mtls_proxy", metricName: "crl_this_update", unitName: "seconds",
-                                  helpText: "thisUpdate of the CRL loaded for each issuer"),
-                labels: labels
-            ).set(Int64(crl.thisUpdate))
-            registry.makeGauge(
-                descriptor: .init(namespace: "mtls_proxy", metricName: "crl_loaded", unitName: "seconds",
-                                  helpText: "When the CRL of each issuer was last loaded"),
-                labels: labels
-            ).set(Int64(trust.loadedAt))
-            registry.makeGauge(
-                descriptor: .init(namespace: "mtls_proxy", metricName: "crl_revoked_serials",
-                                  unitName: "", helpText: "Revoked serials in the CRL loaded for each issuer"),
-                labels: labels
-            ).set(Int64(crl.revoked.count))
-        }
+        for crl in trust.activeCRLs { publish(crl, loadedAt: trust.loadedAt) }
+    }
+
+    /// Publishes one CRL in force: at a reload, or when a client CA's CRL became usable.
+    func publish(_ crl: CRLInfo, loadedAt: Int) {
+        let labels = [("listener", name), ("issuer", crl.issuer)]
+        registry.makeGauge(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "crl_next_update", unitName: "seconds",
+                              helpText: "nextUpdate of the CRL loaded for each issuer"),
+            labels: labels
+        ).set(Int64(crl.nextUpdate ?? 0))
+        registry.makeGauge(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "crl_this_update", unitName: "seconds",
+                              helpText: "thisUpdate of the CRL loaded for each issuer"),
+            labels: labels
+        ).set(Int64(crl.thisUpdate))
+        registry.makeGauge(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "crl_loaded", unitName: "seconds",
+                              helpText: "When the CRL of each issuer was last loaded"),
+            labels: labels
+        ).set(Int64(loadedAt))
+        registry.makeGauge(
+            descriptor: .init(namespace: "mtls_proxy", metricName: "crl_revoked_serials",
+                              unitName: "", helpText: "Revoked serials in the CRL loaded for each issuer"),
+            labels: labels
+        ).set(Int64(crl.revoked.count))
     }
 }

@@ -9,6 +9,18 @@ let peerVerifyCallback: @convention(c) (gnutls_session_t?) -> Int32 = { session 
     return Unmanaged<ClientConnection>.fromOpaque(context).takeUnretainedValue().verifyPeerDuringHandshake()
 }
 
+/// GnuTLS hands over the body of the client's Certificate message before it parses it:
+/// the only way to tell a well-formed empty list (no certificate) from a message with no
+/// body, which GnuTLS reports with the same error (see HandshakeFailure).
+let certificateMessageHook: @convention(c) (
+    gnutls_session_t?, UInt32, UInt32, UInt32, UnsafePointer<gnutls_datum_t>?
+) -> Int32 = { session, _, _, incoming, message in
+    guard incoming != 0, let session, let message, let context = gnutls_session_get_ptr(session) else { return 0 }
+    let body = UnsafeRawBufferPointer(start: message.pointee.data, count: Int(message.pointee.size))
+    Unmanaged<ClientConnection>.fromOpaque(context).takeUnretainedValue().clientCertificateMessage(body)
+    return 0
+}
+
 /// One client: TLS handshake, verification, backend connect, relay, close.
 ///
 /// Phases: handshaking -> connecting -> relaying -> closed, or handshaking -> lingering
@@ -37,6 +49,11 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var refusal: RefusalReason?
     private var verified = false
     private var failureDetail: String?
+    /// The client's Certificate message held a well-formed list of no certificates.
+    private var sentEmptyCertificateList = false
+    /// The last gnutls_record_recv refused a renegotiation: GnuTLS still holds its
+    /// ClientHello and drops it on the next call (see the relay loop).
+    private var renegotiationRefused = false
 
     private var toBackend = RelayBuffer()
     private var toClient = RelayBuffer()
@@ -49,9 +66,22 @@ final class ClientConnection: EventHandler, TimerTarget {
     private var clientDone = false  // close_notify or FIN from the client
     private var backendDone = false  // FIN from the backend
     private var backendWriteShut = false
+    /// When the backend connect gives up (connect_timeout after the first attempt).
+    private var connectDeadline: UInt64 = 0
+    private var waitingForDescriptor = false
+    /// Bytes went to the backend and nothing came back since: an idle timeout then
+    /// says that the backend did not answer, not that the client went quiet.
+    private var awaitingBackend = false
     private var byeSent = false
     /// Bytes read from the client socket that GnuTLS has not taken yet (see ClientTransport).
     private var readAhead = RelayBuffer()
+    /// Set by the transport when the client socket said EAGAIN (either way) during the
+    /// current GnuTLS call: only then is a new epoll edge sure to come.
+    private var transportBlocked = false
+    /// Bytes handed to GnuTLS so far: tells whether a GnuTLS call made progress.
+    private var bytesPulled = 0
+    /// The handshake gave way to other connections and goes on from a timer.
+    private var handshakeYielded = false
     private var bytesFromClient = 0
     private var bytesToClient = 0
     private var reportedFromClient = 0
@@ -109,6 +139,8 @@ final class ClientConnection: EventHandler, TimerTarget {
         let context = Unmanaged.passUnretained(self).toOpaque()
         gnutls_session_set_ptr(session, context)
         ClientTransport.attach(session, context: context)
+        gnutls_handshake_set_hook_function(
+            session, GNUTLS_HANDSHAKE_CERTIFICATE_PKT.rawValue, GNUTLS_HOOK_PRE, certificateMessageHook)
         listener.ticketKey?.enable(on: session)
         // Edge-triggered, both directions, registered once: readiness is tracked in the
         // flags below and cleared on EAGAIN, so no epoll_ctl is needed per state change.
@@ -127,10 +159,27 @@ final class ClientConnection: EventHandler, TimerTarget {
         identity = result.identity
         chain = result.chain
         verified = true
+        for adoption in result.adoptions { announce(adoption) }
         guard let reason = result.refusal else { return 0 }
         refusal = reason
         gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(reason.alert(tls13: isTLS13)))
         return -1
+    }
+
+    /// A CA this client sent became a known signer: say which of its CRLs now count.
+    private func announce(_ adoption: ClientIssuers.Adoption) {
+        for crl in adoption.promoted {
+            listener.metrics.publish(crl, loadedAt: wallClockSeconds())
+            listener.logger.info("CRL in force", metadata: [
+                "issuer": "\(crl.issuer)",
+                "detail": "\(crl.file): its CA arrived in a verified client chain; \(crl.revoked.count) revoked",
+            ])
+        }
+        for note in adoption.notes { listener.logger.warning("CRL skipped", metadata: ["detail": "\(note)"]) }
+    }
+
+    func clientCertificateMessage(_ body: UnsafeRawBufferPointer) {
+        sentEmptyCertificateList = HandshakeFailure.isEmptyCertificateList(body, tls13: isTLS13)
     }
 
     private var isTLS13: Bool {
@@ -138,12 +187,36 @@ final class ClientConnection: EventHandler, TimerTarget {
         return gnutls_protocol_get_version(session) == GNUTLS_TLS1_3
     }
 
+    /// How many GnuTLS calls one wake-up may spend on a handshake before giving way to
+    /// the other connections of the loop (a hello in thousands of tiny records).
+    static let handshakeCallsPerWakeUp = 1024
+
+    /// Runs the handshake as far as the bytes at hand allow.
+    ///
+    /// GnuTLS answers GNUTLS_E_AGAIN not only when the socket is empty: after each record
+    /// that does not complete a handshake message (a ClientHello or a client certificate
+    /// larger than one record, or one cut into many small records) it returns AGAIN
+    /// without reading on. The next records then sit in the read-ahead (or in the socket,
+    /// already reported by the one edge an edge-triggered epoll gives), and no event
+    /// would ever come for them. So AGAIN ends the loop only when the transport itself
+    /// would block, or when the call took no bytes at all.
     private func driveHandshake() {
         guard let session else { return }
+        var calls = 0
         while true {
+            transportBlocked = false
+            let pulledBefore = bytesPulled
             let rc = gnutls_handshake(session)
             if rc == 0 { return handshakeCompleted() }
-            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED { return }  // the next edge drives it on
+            if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED {
+                if transportBlocked || bytesPulled == pulledBefore { return }  // the next edge drives it on
+                calls += 1
+                if calls < Self.handshakeCallsPerWakeUp { continue }
+                // Progress, and more may be waiting: go on after the other ready
+                // connections had their turn (a timer due now fires after this batch).
+                handshakeYielded = true
+                return worker.loop.arm(self, at: monotonicNanos())
+            }
             if gnutls_error_is_fatal(rc) == 0 { continue }  // a warning alert: carry on
             return handshakeFailed(rc)
         }
@@ -155,16 +228,21 @@ final class ClientConnection: EventHandler, TimerTarget {
             // The verify callback refused and already sent the precise alert.
             return refuse()
         }
-        switch rc {
-        case GNUTLS_E_CERTIFICATE_REQUIRED, GNUTLS_E_NO_CERTIFICATE_FOUND:
+        switch HandshakeFailure.classify(rc, sentEmptyCertificateList: sentEmptyCertificateList) {
+        case .noCertificate:
             refusal = .noCertificate
             gnutls_alert_send(session, GNUTLS_AL_FATAL, gnutls_alert_description_t(RefusalReason.noCertificate.alert(tls13: isTLS13)))
-        case GNUTLS_E_PREMATURE_TERMINATION, GNUTLS_E_PULL_ERROR, GNUTLS_E_PUSH_ERROR, GNUTLS_E_FATAL_ALERT_RECEIVED:
-            // The client went away or gave up: nobody to tell.
+        case .clientGone:
             refusal = .handshakeFailed
-        default:
+        case .protocolError:
+            // What GnuTLS maps the error to, as gnutls-serv sends it: decode_error for a
+            // malformed message, decrypt_error for a bad signature, and so on.
             refusal = .handshakeFailed
-            gnutls_alert_send_appropriate(session, rc)
+            var level: Int32 = 0
+            let alert = gnutls_error_to_alert(rc, &level)
+            if alert >= 0 {
+                gnutls_alert_send(session, gnutls_alert_level_t(UInt32(level)), gnutls_alert_description_t(UInt32(alert)))
+            }
         }
         failureDetail = GnuTLS.describe(rc)
         if rc == GNUTLS_E_FATAL_ALERT_RECEIVED, let name = gnutls_alert_get_name(gnutls_alert_get(session)) {
@@ -263,11 +341,28 @@ final class ClientConnection: EventHandler, TimerTarget {
 
     // MARK: - Backend
 
+    /// How often a connect that found no free descriptor is tried again.
+    static let descriptorRetryNanos: UInt64 = 100_000_000
+
     private func connectBackend(now: UInt64) {
         phase = .connecting  // nothing from the client is read until the backend is there
+        if connectDeadline == 0 { connectDeadline = now + listener.config.connectTimeoutNanos }
         switch Socket.connect(to: listener.backendAddress) {
         case .failed(let error):
-            return backendUnavailable("\(error)")
+            if Socket.isResourceShortage(error.errno) && now + Self.descriptorRetryNanos < connectDeadline {
+                // Out of descriptors (the client took the last one): wait for one to be
+                // freed, up to connect_timeout, rather than refuse a verified client.
+                if !waitingForDescriptor {
+                    waitingForDescriptor = true
+                    listener.logger.debug("waiting for a descriptor to connect to the backend", metadata: [
+                        "client": "\(peer)", "detail": "\(error)",
+                    ])
+                }
+                deadline = now + Self.descriptorRetryNanos
+                return worker.loop.arm(self, at: deadline)
+            }
+            return backendUnavailable(waitingForDescriptor
+                ? "\(error), still after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))" : "\(error)")
         case .connected(let fd):
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
@@ -275,7 +370,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .inProgress(let fd):
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
-            deadline = now + listener.config.connectTimeoutNanos
+            deadline = connectDeadline
             worker.loop.arm(self, at: deadline)
         }
     }
@@ -328,7 +423,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             case .connecting:
                 guard writable else { return }
                 let error = Socket.pendingError(fd)
-                if error != 0 { return backendUnavailable(String(cString: strerror(error))) }
+                if error != 0 { return backendUnavailable("connect to \(listener.config.backend!): \(String(cString: strerror(error)))") }
                 backendConnected()
             case .relaying: pump()
             default: break
@@ -340,10 +435,20 @@ final class ClientConnection: EventHandler, TimerTarget {
         switch phase {
         case .handshaking:
             if now >= deadline { return finishHandshakeTimeout() }
+            if handshakeYielded {
+                handshakeYielded = false
+                driveHandshake()
+                if phase == .handshaking && !handshakeYielded { worker.loop.arm(self, at: deadline) }
+                return
+            }
         case .checkingDirectory:
             if now >= deadline { return directoryAnswered(.unavailable("the directory did not answer in time")) }
         case .connecting:
-            if now >= deadline { return backendUnavailable("connect timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))") }
+            if backendFD < 0 && now >= deadline { return connectBackend(now: now) }  // a descriptor may be free now
+            if now >= deadline {
+                return backendUnavailable(
+                    "connect to \(listener.config.backend!) timed out after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))")
+            }
         case .lingering:
             if now >= deadline { return finish(.refused) }
         case .relaying:
@@ -356,7 +461,11 @@ final class ClientConnection: EventHandler, TimerTarget {
             let idle = listener.config.idleTimeoutNanos
             guard idle > 0 else { return }
             deadline = lastActivity + idle
-            if now >= deadline { return terminate(.idleTimeout, detail: nil) }
+            if now >= deadline {
+                let quiet = ConfigDuration.describe(idle)
+                return terminate(.idleTimeout, detail: awaitingBackend
+                    ? "the backend did not answer within \(quiet)" : "no bytes either way for \(quiet)")
+            }
         case .closed:
             return
         }
@@ -396,7 +505,11 @@ final class ClientConnection: EventHandler, TimerTarget {
                 && (clientReadable || !readAhead.isEmpty || gnutls_record_check_pending(session) > 0)
             {
                 let space = toBackend.writable(from: pool)
+                transportBlocked = false
+                let pulledBefore = bytesPulled
                 let rc = gnutls_record_recv(session, space.pointer, space.count)
+                let afterRefusedRenegotiation = renegotiationRefused
+                renegotiationRefused = false
                 if rc > 0 {
                     toBackend.commit(rc)
                     bytesFromClient += rc
@@ -405,12 +518,20 @@ final class ClientConnection: EventHandler, TimerTarget {
                     clientDone = true  // close_notify, or a bare FIN: either way no more data
                     progress = true
                 } else if rc == Int(GNUTLS_E_AGAIN) {
-                    clientReadable = false
+                    // As in the handshake: a record that carried no data (a TLS 1.3
+                    // KeyUpdate, an empty record) gives AGAIN while more may be waiting.
+                    if transportBlocked || bytesPulled == pulledBefore { clientReadable = false }
                 } else if rc == Int(GNUTLS_E_INTERRUPTED) {
                     continue
                 } else if rc == Int(GNUTLS_E_REHANDSHAKE) {
                     // Renegotiation is off: say so and keep the session.
                     gnutls_alert_send(session, GNUTLS_AL_WARNING, GNUTLS_A_NO_RENEGOTIATION)
+                    renegotiationRefused = true
+                } else if rc == Int(GNUTLS_E_UNEXPECTED_PACKET) && afterRefusedRenegotiation {
+                    // GnuTLS kept the refused ClientHello in its record buffer, and the
+                    // call right after the refusal discards it with this error: not the
+                    // client's fault. The next call reads on.
+                    continue
                 } else {
                     return terminate(.error, detail: "from client: \(GnuTLS.describe(Int32(rc)))")
                 }
@@ -421,6 +542,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 let n = send(backendFD, toBackend.readable, toBackend.count, Int32(MSG_NOSIGNAL))
                 if n > 0 {
                     toBackend.consume(n)
+                    awaitingBackend = true
                     progress = true
                 } else if n < 0 && (errno == EAGAIN || errno == EINTR) {
                     if errno == EAGAIN { backendWritable = false }
@@ -440,6 +562,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 let n = recv(backendFD, space.pointer, space.count, 0)
                 if n > 0 {
                     toClient.commit(n)
+                    awaitingBackend = false
                     progress = true
                 } else if n == 0 {
                     backendDone = true
@@ -632,12 +755,16 @@ extension ClientConnection {
     func pull(into destination: UnsafeMutableRawPointer, count: Int) -> Int {
         if readAhead.isEmpty {
             let space = readAhead.writable(from: worker.pool)
-            let n = recv(clientFD, space.pointer, space.count, 0)
+            var n: Int
+            repeat { n = recv(clientFD, space.pointer, space.count, 0) } while n < 0 && errno == EINTR
             if n <= 0 {
                 let error = errno
                 readAhead.releaseIfEmpty(to: worker.pool)
                 if n == 0 { return 0 }
-                if error == EAGAIN { clientReadable = false }
+                if error == EAGAIN {
+                    clientReadable = false
+                    transportBlocked = true
+                }
                 if let session { gnutls_transport_set_errno(session, error) }
                 return -1
             }
@@ -647,6 +774,7 @@ extension ClientConnection {
         destination.copyMemory(from: readAhead.readable, byteCount: n)
         readAhead.consume(n)
         readAhead.releaseIfEmpty(to: worker.pool)
+        bytesPulled += n
         return n
     }
 
@@ -655,10 +783,14 @@ extension ClientConnection {
         var message = msghdr()
         message.msg_iov = UnsafeMutablePointer(mutating: vectors)
         message.msg_iovlen = Int(count)
-        let n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL))
+        var n: Int
+        repeat { n = sendmsg(clientFD, &message, Int32(MSG_NOSIGNAL)) } while n < 0 && errno == EINTR
         if n < 0 {
             let error = errno
-            if error == EAGAIN { clientWritable = false }
+            if error == EAGAIN {
+                clientWritable = false
+                transportBlocked = true
+            }
             if let session { gnutls_transport_set_errno(session, error) }
         }
         return n

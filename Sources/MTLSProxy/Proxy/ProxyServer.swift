@@ -87,7 +87,11 @@ public struct LoadedConfiguration {
                     let next = crl.nextUpdate.map { Timestamp.iso8601($0) + (crl.isCurrent(at: now) ? "" : " (STALE)") } ?? "none"
                     lines.append("    \(crl.issuer): \(crl.revoked.count) revoked, nextUpdate \(next)")
                 }
-                for warning in trust.crls.warnings { lines.append("  warning: \(warning)") }
+                for held in trust.crls.held.values.joined().sorted(by: { $0.info.issuer < $1.info.issuer }) {
+                    lines.append("    \(held.info.issuer): \(held.info.revoked.count) revoked, held: its CA is not in the bundle; "
+                        + "it counts once a client's verified chain brings that CA")
+                }
+                for warning in trust.notes { lines.append("  warning: \(warning)") }
                 for issuer in trust.issuersWithoutCurrentCRL(at: now) {
                     lines.append("  warning: no current CRL for \(issuer): strict policy refuses its chains")
                 }
@@ -132,9 +136,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             } catch {
                 throw .configuration("[\(listenerConfig.name)] \(error)")
             }
-            for warning in trust.crls.warnings {
-                logger.warning("CRL skipped", metadata: ["listener": "\(listenerConfig.name)", "detail": "\(warning)"])
-            }
+            trust.logLoadNotes(to: listeners[index].logger)
         }
         metrics.recordReload(success: true, at: wallClockSeconds())
 
@@ -158,7 +160,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 let fd = try Socket.listen(on: try SocketAddress.resolve(healthEndpoint), reusePort: false)
                 let listeners = self.listeners
                 let heartbeats = workers.map { UncheckedBox($0.heartbeat) }
-                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry, stalledWorkers: {
+                healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry, logger: logger, stalledWorkers: {
                     heartbeats.enumerated().filter { !$0.element.value.isFresh }.map(\.offset)
                 }) { [unowned self] in
                     Readiness.evaluate(listeners, workers: workerCount, draining: self.draining.load(ordering: .relaxed), now: wallClockSeconds())

@@ -47,6 +47,7 @@ final class Worker {
     func stopAccepting() {
         draining = true
         for acceptor in acceptors {
+            acceptor.pause.stop()
             loop.deregister(fd: acceptor.fd)
             close(acceptor.fd)
             acceptor.listener.boundWorkers.subtract(1, ordering: .relaxed)
@@ -107,12 +108,13 @@ final class Worker {
     /// After `listener` swapped in `trust`: closes its connections whose chain holds a
     /// certificate that the new CRLs revoke, each with a Notice of Disconnection.
     func closeRevoked(listener: ListenerRuntime, trust: TrustState) {
-        let revokedCount = trust.crls.byIssuer.values.reduce(0) { $0 + $1.revoked.count }
+        let activeCRLs = trust.activeCRLs
+        let revokedCount = activeCRLs.reduce(0) { $0 + $1.revoked.count }
         var candidates: [ClientConnection] = []
         if byCertificate.count <= revokedCount {
             for holders in byCertificate.values { candidates.append(contentsOf: holders.values) }
         } else {
-            for crl in trust.crls.byIssuer.values {
+            for crl in activeCRLs {
                 for serial in crl.revoked {
                     if let holders = byCertificate[ChainLink(issuer: IssuerKey(name: crl.issuerKey.name), serial: serial)] {
                         candidates.append(contentsOf: holders.values)
@@ -123,7 +125,7 @@ final class Worker {
         // The index is by issuer name; the exact check (key identifiers too) decides.
         var seen = Set<UInt64>()
         for connection in candidates where connection.listenerRuntime === listener && seen.insert(connection.timerKey).inserted {
-            guard connection.chain.contains(where: { trust.crls.crl(for: $0.issuer)?.revoked.contains($0.serial) == true }) else {
+            guard connection.chain.contains(where: { trust.crl(for: $0.issuer)?.revoked.contains($0.serial) == true }) else {
                 continue
             }
             connection.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: "certificate revoked by a new CRL")
@@ -144,6 +146,8 @@ final class Acceptor: EventHandler {
     let fd: Int32
     let listener: ListenerRuntime
     unowned let worker: Worker
+    private(set) lazy var pause = AcceptPause(fd: fd, handler: self, loop: worker.loop, logger: listener.logger)
+    private lazy var overLimitLog = OverLimitLog(loop: worker.loop, logger: listener.logger, limit: listener.config.maxConnections)
 
     init(fd: Int32, listener: ListenerRuntime, worker: Worker) {
         self.fd = fd
@@ -161,8 +165,9 @@ final class Acceptor: EventHandler {
             case .retry:
                 continue
             case .exhausted(let error):
-                listener.logger.error("accept failed, will retry", metadata: ["detail": "\(error)"])
-                return
+                // Out of descriptors: pausing, not returning, or the level-triggered
+                // socket would wake the loop again at once.
+                return pause.failed(error)
             case .accepted(let clientFD, let peer):
                 guard listener.reserveSlot() else {
                     refuseOverLimit(clientFD, peer: peer)
@@ -180,11 +185,7 @@ final class Acceptor: EventHandler {
     private func refuseOverLimit(_ clientFD: Int32, peer: SocketAddress) {
         close(clientFD)
         listener.metrics.connections[.overLimit]?.increment()
-        listener.logger.warning(
-            "connection refused", metadata: [
-                "client": "\(peer)", "end": "over_limit",
-                "detail": "max_connections (\(listener.config.maxConnections)) reached",
-            ])
+        overLimitLog.refused(peer)
     }
 }
 

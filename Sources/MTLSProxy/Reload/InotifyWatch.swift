@@ -83,11 +83,18 @@ final class InotifyWatch {
 /// each file, after following links), compared every few seconds: the fallback for
 /// changes inotify does not report (network file systems, a watch that was lost).
 enum FileFingerprint {
-    static func of(_ listener: ListenerConfig) -> [String] {
+    /// nil when the CRL folder cannot be listed for a passing reason (the process is
+    /// out of descriptors or memory): that says nothing about the files, and a rescan
+    /// must not take it for a change and reload (which would fail for the same reason).
+    static func of(_ listener: ListenerConfig) -> [String]? {
         var parts: [String] = []
         var files = [listener.cert!, listener.key!, listener.caBundle!]
         if let dir = listener.crlDir {
-            files += ((try? CRLSet.listFiles(dir)) ?? []).map { dir + "/" + $0 }
+            do {
+                files += try CRLSet.listFiles(dir).map { dir + "/" + $0 }
+            } catch {
+                if Socket.isResourceShortage(error.errno) { return nil }
+            }
         }
         for file in files {
             var info = stat()

@@ -34,7 +34,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         self.swapped = swapped
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw SystemError("eventfd") }
-        fingerprints = listeners.map { FileFingerprint.of($0.config) }
+        fingerprints = listeners.map { FileFingerprint.of($0.config) ?? [] }
     }
 
     func start() throws(SystemError) {
@@ -93,7 +93,9 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
             }
             if after >= nextRescan {
                 nextRescan = after + Self.rescanNanos
-                let changed = Set(listeners.indices.filter { FileFingerprint.of(listeners[$0].config) != fingerprints[$0] })
+                let changed = Set(listeners.indices.filter { index in
+                    FileFingerprint.of(listeners[index].config).map { $0 != fingerprints[index] } ?? false
+                })
                 if !changed.isEmpty { reload(changed, why: "files changed (rescan)", watch: watch) }
                 watchCRLDates()
             }
@@ -104,16 +106,15 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         var success = true
         for index in indices.sorted() {
             let listener = listeners[index]
-            fingerprints[index] = FileFingerprint.of(listener.config)
+            fingerprints[index] = FileFingerprint.of(listener.config) ?? fingerprints[index]
             do {
                 let trust = try TrustState(config: listener.config, previous: listener.trust, verifyCallback: peerVerifyCallback)
                 listener.swapTrust(trust)
-                for warning in trust.crls.warnings {
-                    listener.logger.warning("CRL skipped", metadata: ["detail": "\(warning)"])
-                }
+                trust.logLoadNotes(to: listener.logger)
+                let held = trust.crls.heldCount > 0 ? ", \(trust.crls.heldCount) held for CAs that clients send" : ""
                 listener.logger.info("reloaded", metadata: [
                     "reason": "\(why)",
-                    "detail": "certificate serial \(trust.serverCertificate.serialHex), \(trust.caCount) CAs, \(trust.crls.byIssuer.count) CRLs",
+                    "detail": "certificate serial \(trust.serverCertificate.serialHex), \(trust.caCount) CAs, \(trust.activeCRLs.count) CRLs\(held)",
                 ])
                 swapped(listener, trust)
             } catch {
@@ -133,7 +134,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         let now = wallClockSeconds()
         for listener in listeners {
             let warnBefore = Int(listener.config.crlWarnBeforeNanos / 1_000_000_000)
-            for crl in listener.trust.crls.byIssuer.values {
+            for crl in listener.trust.activeCRLs {
                 guard let next = crl.nextUpdate else { continue }
                 let key = "\(listener.name)|\(crl.issuer)|\(next)"
                 if next <= now {

@@ -40,6 +40,12 @@ enum Socket {
         case retry
     }
 
+    /// Out of descriptors (for the process or the system) or of kernel memory: passes
+    /// when other sockets close, so worth waiting for rather than an error of the peer.
+    static func isResourceShortage(_ error: Int32) -> Bool {
+        error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM
+    }
+
     static func accept(_ listenFD: Int32) -> AcceptResult {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -51,7 +57,7 @@ enum Socket {
         if fd >= 0 { return .accepted(fd: fd, peer: SocketAddress(storage: storage, length: length)) }
         switch errno {
         case EAGAIN, EWOULDBLOCK: return .wouldBlock
-        case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .exhausted(SystemError("accept4"))
+        case let error where isResourceShortage(error): return .exhausted(SystemError("accept4"))
         default: return .retry
         }
     }

@@ -16,6 +16,26 @@ struct CRLInfo: Sendable {
     var number: [UInt8]?
     var file: String
 
+    init(issuer: String, issuerKey: IssuerKey, revoked: Set<SerialNumber>, thisUpdate: Int, nextUpdate: Int?,
+         number: [UInt8]?, file: String) {
+        self.issuer = issuer
+        self.issuerKey = issuerKey
+        self.revoked = revoked
+        self.thisUpdate = thisUpdate
+        self.nextUpdate = nextUpdate
+        self.number = number
+        self.file = file
+    }
+
+    /// What a handshake needs of a CRL our reader parsed.
+    init(_ document: CRLDocument, file: String) {
+        self.init(
+            issuer: DistinguishedName.string(fromDER: document.issuerName),
+            issuerKey: IssuerKey(name: document.issuerName, keyID: document.authorityKeyID ?? []),
+            revoked: Set(document.revoked), thisUpdate: document.thisUpdate, nextUpdate: document.nextUpdate,
+            number: document.number, file: file)
+    }
+
     func isCurrent(at now: Int) -> Bool { nextUpdate.map { now < $0 } ?? true }
 
     /// True when `self` should replace `other` for the same issuer: a higher CRL number,
@@ -28,9 +48,26 @@ struct CRLInfo: Sendable {
     }
 }
 
+/// A CRL whose signer is not in the CA bundle: read, not trusted yet. It counts once a
+/// client's verified chain brings a CA that signed it (`ClientIssuers`), and is never
+/// used before: a CRL cannot be told from a stranger's until its signer is known.
+struct HeldCRL: Sendable {
+    var info: CRLInfo
+    /// What the signature covers, the algorithm and the signature: enough to verify it
+    /// later without the (large) list of entries.
+    var signed: CRLDocument
+}
+
+/// What a CRL lookup needs: the CRL that covers certificates of an issuer.
+protocol CRLLookup {
+    func crl(for issuer: IssuerKey) -> CRLInfo?
+}
+
 /// The CRLs of one folder, each verified against the trusted CAs.
-struct CRLSet: Sendable {
+struct CRLSet: Sendable, CRLLookup {
     var byIssuer: [IssuerKey: CRLInfo] = [:]
+    /// CRLs whose issuer is not in the bundle, by issuer name.
+    var held: [[UInt8]: [HeldCRL]] = [:]
     /// Files and CRLs that were skipped, with the reason: logged and counted.
     var warnings: [String] = []
     var rejectedCount = 0
@@ -39,17 +76,16 @@ struct CRLSet: Sendable {
     /// configuration error; on a reload the CRLs loaded from them before are kept.
     var unreadable: [(file: String, why: String)] = []
 
-    /// Reads every file of `directory`. A file that does not parse, or a CRL that no
-    /// trusted CA signed, is skipped with a warning: it never removes what did load.
-    /// Throws only when the folder itself cannot be read.
-    ///
-    /// A file that exists but does not parse keeps the CRLs `previous` had loaded from
-    /// it: a CRL caught half-written (truncated, then written) must not un-revoke
-    /// anyone in between. A file that is gone takes its CRLs with it.
+    var heldCount: Int { held.values.reduce(0) { $0 + $1.count } }
+
     /// The CRL that covers certificates of `issuer`: the one of the same name and key
     /// identifier; where either side lacks a key identifier (not conforming to RFC 5280,
     /// but seen), the newest one of the same name.
     func crl(for issuer: IssuerKey) -> CRLInfo? {
+        CRLSet.crl(for: issuer, in: byIssuer)
+    }
+
+    static func crl(for issuer: IssuerKey, in byIssuer: [IssuerKey: CRLInfo]) -> CRLInfo? {
         if let exact = byIssuer[issuer] { return exact }
         var best: CRLInfo?
         for crl in byIssuer.values where crl.issuerKey.name == issuer.name && (issuer.keyID.isEmpty || crl.issuerKey.keyID.isEmpty) {
@@ -58,11 +94,19 @@ struct CRLSet: Sendable {
         return best
     }
 
+    /// Reads every file of `directory`. A file that does not parse, or a CRL that no
+    /// trusted CA signed, is skipped with a warning: it never removes what did load.
+    /// Throws only when the folder itself cannot be read.
+    ///
+    /// A file that exists but does not parse keeps the CRLs `previous` had loaded from
+    /// it: a CRL caught half-written (truncated, then written) must not un-revoke
+    /// anyone in between. A file that is gone takes its CRLs with it.
     static func load(directory: String, trustedCAs caBundle: [UInt8], previous: CRLSet? = nil) throws(SystemError) -> CRLSet {
         var set = CRLSet()
         let names = try listFiles(directory)
         do {
             try X509List.withCertificates(caBundle, format: GNUTLS_X509_FMT_PEM) { cas in
+                let signers = cas.map { (cert: $0, info: CertificateInfo($0)) }
                 for name in names {
                     let path = directory + "/" + name
                     let bytes: [UInt8]
@@ -73,7 +117,7 @@ struct CRLSet: Sendable {
                         continue
                     }
                     set.filesRead += 1
-                    if !set.add(fileBytes: bytes, path: path, cas: cas) {
+                    if !set.add(fileBytes: bytes, path: path, cas: signers) {
                         set.unreadable.append((path, "not a CRL (PEM or DER)"))
                         set.carryOver(from: previous, file: path)
                     }
@@ -97,136 +141,83 @@ struct CRLSet: Sendable {
             byIssuer[crl.issuerKey] = crl
             warnings.append("\(file): keeping the CRL of \(crl.issuer) loaded from it before")
         }
+        for (name, crls) in previous.held {
+            for crl in crls where crl.info.file == file {
+                held[name, default: []].append(crl)
+                warnings.append("\(file): keeping the CRL of \(crl.info.issuer) loaded from it before")
+            }
+        }
     }
 
     /// Adds the CRLs of one file; false when the file held no CRL at all.
-    private mutating func add(fileBytes bytes: [UInt8], path: String, cas: [gnutls_x509_crt_t]) -> Bool {
-        let isPEM = bytes.starts(with: Array("-----BEGIN".utf8)) || containsPEMMarker(bytes)
-        var list: UnsafeMutablePointer<gnutls_x509_crl_t?>?
-        var count: UInt32 = 0
-        let rc = GnuTLS.withDatum(bytes) { datum in
-            gnutls_x509_crl_list_import2(&list, &count, &datum, isPEM ? GNUTLS_X509_FMT_PEM : GNUTLS_X509_FMT_DER, 0)
-        }
-        guard rc >= 0, count > 0, let list else {
-            skip("\(path): not a CRL (\(GnuTLS.describe(rc < 0 ? rc : GNUTLS_E_BASE64_DECODING_ERROR))), skipped")
+    private mutating func add(fileBytes bytes: [UInt8], path: String, cas: [(cert: gnutls_x509_crt_t, info: CertificateInfo)]) -> Bool {
+        let documents = CRLFile.documents(in: bytes)
+        guard !documents.isEmpty else {
+            skip("\(path): not a CRL (PEM or DER), skipped")
             return false
         }
-        defer {
-            for i in 0..<Int(count) { if let crl = list[i] { gnutls_x509_crl_deinit(crl) } }
-            shim_gnutls_free(list)
-        }
-        for i in 0..<Int(count) {
-            guard let crl = list[i] else { continue }
-            switch Self.verify(crl, cas: cas) {
-            case .failure(let reason):
-                skip("\(path): CRL \(i + 1) ignored: \(reason.text)")
-            case .success:
-                if let unsupported = Self.unsupportedScope(crl) {
-                    skip("\(path): CRL \(i + 1) ignored: \(unsupported)")
-                    continue
-                }
-                let info = Self.read(crl, file: path)
+        for (index, parsed) in documents.enumerated() {
+            let label = "\(path): CRL \(index + 1)"
+            let document: CRLDocument
+            switch parsed {
+            case .failure(let error):
+                skip("\(label) ignored: \(error)")
+                continue
+            case .success(let value):
+                document = value
+            }
+            if let unsupported = document.unsupported {
+                skip("\(label) ignored: \(unsupported)")
+                continue
+            }
+            var signed = document
+            signed.revoked = []
+            let info = CRLInfo(document, file: path)
+            switch Self.judge(document, cas: cas) {
+            case .trusted:
                 if let existing = byIssuer[info.issuerKey], !info.supersedes(existing) { continue }
                 byIssuer[info.issuerKey] = info
+            case .held(let note):
+                held[document.issuerName, default: []].append(HeldCRL(info: info, signed: signed))
+                if let note { warnings.append("\(label): \(note)") }
+            case .rejected(let reason):
+                skip("\(label) ignored: \(reason)")
             }
         }
         return true
     }
 
+    enum Judgement: Equatable {
+        case trusted
+        /// Not signed by a CA of the bundle, and not a forgery of one either: its signer
+        /// may arrive in a client's chain.
+        case held(note: String?)
+        case rejected(String)
+    }
+
     /// Checks the signature against the trusted CAs. Dates are deliberately not judged
     /// here (GnuTLS would silently drop an expired CRL, failing open): an expired CRL
     /// still revokes, and the policy decides at handshake time whether it is current.
-    private static func verify(_ crl: gnutls_x509_crl_t, cas: [gnutls_x509_crt_t]) -> Result<Void, CRLRejection> {
-        // GnuTLS picks a CRL's signer by name alone; with two CAs of one name (a key
-        // rollover) it may try the wrong one. Try each CA of that name on its own.
-        var datum = gnutls_datum_t()
-        let issuerName = gnutls_x509_crl_get_raw_issuer_dn(crl, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
-        let candidates = cas.filter { ca in
-            var name = gnutls_datum_t()
-            return gnutls_x509_crt_get_raw_dn(ca, &name) == 0 && GnuTLS.takeBytes(&name) == issuerName
-        }
-        guard !candidates.isEmpty else { return .failure(CRLRejection(text: "no trusted CA issued it (a CRL from a stranger)")) }
-        let fatal = GNUTLS_CERT_SIGNATURE_FAILURE.rawValue | GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue
-            | GNUTLS_CERT_SIGNER_NOT_CA.rawValue | GNUTLS_CERT_INSECURE_ALGORITHM.rawValue
-            | GNUTLS_CERT_SIGNER_CONSTRAINTS_FAILURE.rawValue
-        var lastStatus: UInt32 = 0
-        for ca in candidates {
-            var status: UInt32 = 0
-            var one: gnutls_x509_crt_t? = ca
-            let rc = gnutls_x509_crl_verify(crl, &one, 1, 0, &status)
-            // Dates are not judged here (GnuTLS would drop an expired CRL, failing open):
-            // an expired CRL still revokes; the policy decides at handshake time.
-            if rc >= 0 && status & fatal == 0 { return .success(()) }
-            lastStatus = status
-        }
-        return .failure(CRLRejection(
-            text: "its signature does not verify against the trusted CA (status 0x\(String(lastStatus, radix: 16)))"))
-    }
-
-    /// CRLs whose scope is not "every certificate of this issuer" are refused loudly
-    /// rather than misread: a delta CRL lists only changes, and an issuing distribution
-    /// point makes a CRL partial or indirect (entries for other issuers).
-    private static func unsupportedScope(_ crl: gnutls_x509_crl_t) -> String? {
-        var index: UInt32 = 0
-        while true {
-            var oid = [CChar](repeating: 0, count: 128)
-            var size = oid.count
-            var critical: UInt32 = 0
-            guard gnutls_x509_crl_get_extension_info(crl, index, &oid, &size, &critical) == 0 else { return nil }
-            let name = String(decoding: oid.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            switch name {
-            case "2.5.29.27": return "a delta CRL (not supported: publish full CRLs)"
-            case "2.5.29.28": return "an issuing distribution point (partitioned or indirect CRLs are not supported)"
-            default: index += 1
+    static func judge(_ crl: CRLDocument, cas: [(cert: gnutls_x509_crt_t, info: CertificateInfo)]) -> Judgement {
+        // Two CAs may share a name (a key rollover): try each of that name on its own.
+        let candidates = cas.filter { $0.info.rawSubject == crl.issuerName }
+        guard !candidates.isEmpty else { return .held(note: nil) }
+        var lastReason = ""
+        for candidate in candidates {
+            switch CRLSignature.verify(crl, signer: candidate.cert) {
+            case .valid: return .trusted
+            case .invalid(let reason): lastReason = reason
             }
         }
-    }
-
-    private static func read(_ crl: gnutls_x509_crl_t, file: String) -> CRLInfo {
-        var datum = gnutls_datum_t()
-        let issuerName = gnutls_x509_crl_get_raw_issuer_dn(crl, &datum) == 0 ? GnuTLS.takeBytes(&datum) : []
-        var keyID = [UInt8](repeating: 0, count: 64)
-        var keyIDSize = keyID.count
-        var keyIDCritical: UInt32 = 0
-        let hasKeyID = gnutls_x509_crl_get_authority_key_id(crl, &keyID, &keyIDSize, &keyIDCritical) == 0
-        let issuerKey = IssuerKey(name: issuerName, keyID: hasKeyID ? Array(keyID[0..<keyIDSize]) : [])
-        let issuer = gnutls_x509_crl_get_issuer_dn3(crl, &datum, 0) == 0 ? GnuTLS.takeString(&datum) : ""
-        let next = gnutls_x509_crl_get_next_update(crl)
-        var numberBytes = [UInt8](repeating: 0, count: 64)
-        var numberSize = numberBytes.count
-        var critical: UInt32 = 0
-        let number = gnutls_x509_crl_get_number(crl, &numberBytes, &numberSize, &critical) == 0
-            ? Hex.normalizedSerial(numberBytes[0..<numberSize]) : nil
-
-        var revoked = Set<SerialNumber>()
-        let declared = gnutls_x509_crl_get_crt_count(crl)
-        if declared > 0 { revoked.reserveCapacity(Int(declared)) }
-        var iterator: gnutls_x509_crl_iter_t?
-        var serial = [UInt8](repeating: 0, count: 64)
-        while true {
-            var size = serial.count
-            var revokedAt: time_t = 0
-            let rc = gnutls_x509_crl_iter_crt_serial(crl, &iterator, &serial, &size, &revokedAt)
-            if rc != 0 { break }
-            revoked.insert(SerialNumber(serial[0..<size]))
+        // A CRL that names a key of the bundle (or no key at all) and does not verify is
+        // a forgery or damaged. One that names another key may come from a CA of the
+        // same name that only clients carry.
+        let claimsBundledKey = crl.authorityKeyID.map { id in candidates.contains { $0.info.subjectKeyID == id } } ?? true
+        if claimsBundledKey {
+            return .rejected("\(lastReason): not signed by the trusted CA it names")
         }
-        if let iterator { gnutls_x509_crl_iter_deinit(iterator) }
-
-        return CRLInfo(
-            issuer: issuer, issuerKey: issuerKey, revoked: revoked,
-            thisUpdate: gnutls_x509_crl_get_this_update(crl), nextUpdate: next == -1 ? nil : next,
-            number: number, file: file)
-    }
-
-    private func containsPEMMarker(_ bytes: [UInt8]) -> Bool {
-        let marker = Array("-----BEGIN X509 CRL-----".utf8)
-        guard bytes.count >= marker.count else { return false }
-        return bytes.withUnsafeBufferPointer { buffer in
-            for start in 0...(buffer.count - marker.count) where buffer[start] == marker[0] {
-                if Array(buffer[start..<start + marker.count]) == marker { return true }
-            }
-            return false
-        }
+        return .held(note: "\(lastReason) against the trusted CA of that name, and it names another key: "
+            + "held until a client's verified chain brings a CA with that key")
     }
 
     /// Regular files (or links to them) of a folder, skipping hidden names: editors'

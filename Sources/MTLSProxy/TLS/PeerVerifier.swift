@@ -18,6 +18,8 @@ enum PeerVerifier {
         var chain: [ChainLink] = []
         /// Wall-clock second until which an acceptance stays true for the same state.
         var validUntil = 0
+        /// CAs of the client's chain that became known signers in this verification.
+        var adoptions: [ClientIssuers.Adoption] = []
     }
 
     /// The DER of every certificate the client sent, each behind its length: the key of
@@ -40,7 +42,7 @@ enum PeerVerifier {
         guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else {
             return Result(identity: nil, refusal: .noCertificate)
         }
-        var sent: [CertificateInfo] = []
+        var sent: [SentCertificate] = []
         var names: CertificateNames?
         for i in 0..<Int(count) {
             var cert: gnutls_x509_crt_t?
@@ -50,11 +52,11 @@ enum PeerVerifier {
             if gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) == 0 {
                 let info = CertificateInfo(cert)
                 if i == 0 && !trust.allowList.isEmpty { names = CertificateNames(cert, subject: info.subject) }
-                sent.append(info)
+                sent.append(SentCertificate(info: info, der: Array(UnsafeBufferPointer(start: peers[i].data, count: Int(peers[i].size)))))
             }
             gnutls_x509_crt_deinit(cert)
         }
-        guard let leaf = sent.first else { return Result(identity: nil, refusal: .badCertificate) }
+        guard let leaf = sent.first?.info else { return Result(identity: nil, refusal: .badCertificate) }
         let identity = PeerIdentity(
             subject: leaf.subject, issuer: leaf.issuer, serialHex: leaf.serialHex, commonName: leaf.commonName)
 
@@ -70,13 +72,32 @@ enum PeerVerifier {
         }
         if rc < 0 { return Result(identity: identity, refusal: .badCertificate) }
 
-        let chain = chainLinks(leaf: leaf, sent: sent, trust: trust)
+        let path = ChainPath.walk(leaf: leaf, sent: sent, trust: trust)
+        if status & GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue != 0, path.anchored, !path.caFromClient.isEmpty {
+            // GnuTLS takes the first certificate of the issuer's name that the client sent
+            // and does not try another (a cross-signed CA has two). Our walk found a path
+            // to the bundle: verify exactly that path.
+            let ordered = [sent[0].der] + path.caFromClient.map(\.der)
+            if let again = trust.clientIssuers.status(ofChain: ordered, clientAuth: true) { status = again }
+        }
+        var adoptions: [ClientIssuers.Adoption] = []
+        if status & ChainPath.untrustedBits == 0 {
+            // The chain verified up to a trust anchor: the CAs the client sent on that
+            // path are known-good signers, and the CRLs they signed now count.
+            let others = sent.dropFirst().map(\.der)
+            for ca in path.caFromClient where !trust.clientIssuers.hasSeen(ca.der) {
+                if let adoption = trust.clientIssuers.adopt(ca.der, others: others.filter { $0 != ca.der }) {
+                    adoptions.append(adoption)
+                }
+            }
+        }
         let now = wallClockSeconds()
         var refusal = VerificationPolicy.decide(
-            chainStatus: status, chain: chain, crls: trust.crls, policy: trust.crlPolicy, now: now)
+            chainStatus: status, chain: path.links, crls: trust, policy: trust.crlPolicy, now: now)
         if refusal == nil, let names, !trust.allowList.permits(names) { refusal = .notAllowed }
-        var result = Result(identity: identity, refusal: refusal, chain: chain)
-        result.validUntil = validUntil(sent: sent, chain: chain, trust: trust, now: now)
+        var result = Result(identity: identity, refusal: refusal, chain: path.links)
+        result.adoptions = adoptions
+        result.validUntil = validUntil(sent: sent.map(\.info), chain: path.links, trust: trust, now: now)
         return result
     }
 
@@ -87,25 +108,10 @@ enum PeerVerifier {
         for cert in sent { until = min(until, cert.notAfter) }
         for link in chain {
             if let ca = trust.caBySubject[link.issuer.name] { until = min(until, ca.notAfter) }
-            if trust.crlPolicy == .strict, let next = trust.crls.crl(for: link.issuer)?.nextUpdate {
+            if trust.crlPolicy == .strict, let next = trust.crl(for: link.issuer)?.nextUpdate {
                 until = min(until, next)
             }
         }
         return until
-    }
-
-    /// Walks from the leaf up to a self-issued anchor, through the trusted CAs first
-    /// and then the certificates the client sent, collecting (issuer, serial) pairs.
-    static func chainLinks(leaf: CertificateInfo, sent: [CertificateInfo], trust: TrustState) -> [ChainLink] {
-        var links: [ChainLink] = []
-        var current = leaf
-        for _ in 0..<16 {
-            links.append(ChainLink(issuer: current.issuerKey, serial: current.serial))
-            guard let issuer = trust.caBySubject[current.rawIssuer] ?? sent.first(where: { $0.rawSubject == current.rawIssuer }),
-                !issuer.isSelfIssued
-            else { break }
-            current = issuer
-        }
-        return links
     }
 }

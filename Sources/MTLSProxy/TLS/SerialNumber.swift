@@ -2,7 +2,7 @@
 /// words, so that a 100,000-entry CRL is a flat hash set of a few MiB instead of
 /// 100,000 separately allocated arrays. RFC 5280 caps serials at 20 bytes; a longer
 /// one keeps its bytes on the side.
-struct SerialNumber: Hashable, Sendable, CustomStringConvertible {
+package struct SerialNumber: Hashable, Sendable, CustomStringConvertible {
     private var w0: UInt64 = 0
     private var w1: UInt64 = 0
     private var w2: UInt64 = 0
@@ -11,7 +11,7 @@ struct SerialNumber: Hashable, Sendable, CustomStringConvertible {
 
     /// From the DER bytes of the number; leading zero bytes are ignored, so that a
     /// certificate and a CRL entry compare equal however each was encoded.
-    init<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+    package init<C: Collection>(_ bytes: C) where C.Element == UInt8 {
         let trimmed = Array(bytes.drop(while: { $0 == 0 }))
         guard trimmed.count <= 24 else {
             overflow = trimmed
@@ -29,7 +29,7 @@ struct SerialNumber: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    var bytes: [UInt8] {
+    package var bytes: [UInt8] {
         if let overflow { return overflow }
         if length == 0 { return [0] }
         return (0..<Int(length)).map { index in
@@ -38,5 +38,5 @@ struct SerialNumber: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    var description: String { Hex.encode(bytes) }
+    package var description: String { Hex.encode(bytes) }
 }

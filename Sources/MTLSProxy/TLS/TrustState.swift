@@ -1,5 +1,6 @@
 import CGnuTLSShim
 import Glibc
+import Logging
 import Synchronization
 
 /// A problem with a certificate, key, CA bundle or CRL folder: names the file.
@@ -13,7 +14,7 @@ public struct TrustLoadError: Error, CustomStringConvertible, Sendable {
 /// never changed: a reload builds a new one and swaps it in. Connections keep a strong
 /// reference to the state they started with, because GnuTLS credentials are not
 /// reference-counted and must outlive every session that uses them.
-final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS creds are safe to share read-only
+final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after init (ClientIssuers locks its own state); GnuTLS creds are safe to share read-only
     let credentials: gnutls_certificate_credentials_t
     let priority: gnutls_priority_t
     let serverCertificate: CertificateInfo
@@ -21,6 +22,11 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
     let caBySubject: [[UInt8]: CertificateInfo]
     let caCount: Int
     let crls: CRLSet
+    /// CAs that clients send (not in the bundle) and the held CRLs they signed.
+    let clientIssuers: ClientIssuers
+    /// What building this state found worth telling: CRLs skipped, CRLs of client CAs
+    /// that became usable. Logged by whoever swaps the state in.
+    let notes: [String]
     let crlPolicy: CRLPolicy?
     let allowList: AllowList
     let loadedAt: Int
@@ -102,6 +108,18 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
         gnutls_certificate_set_trust_list(creds, trustList, 0)  // creds own the list now
         gnutls_certificate_set_verify_function(creds, verifyCallback)
 
+        // CAs that clients sent under the previous state are verified against this
+        // one's bundle now, so that their CRLs count from the first moment.
+        let issuers = ClientIssuers(
+            held: crlSet.held, trustList: trustList!, registry: previous?.clientIssuers.registry ?? ClientIssuerRegistry())
+        var notes = crlSet.warnings
+        for known in issuers.registry.all {
+            guard let adoption = issuers.adopt(known.der, others: known.others) else { continue }
+            notes += adoption.notes
+        }
+        clientIssuers = issuers
+        self.notes = notes
+
         var prio: gnutls_priority_t?
         var errorPosition: UnsafePointer<CChar>?
         let prioRC = gnutls_priority_init(&prio, config.priority, &errorPosition)
@@ -131,12 +149,39 @@ final class TrustState: @unchecked Sendable {  // immutable after init; GnuTLS c
         }
     }
 
+    /// The CRL that covers certificates of `issuer`: one verified against the bundle,
+    /// or one of a CA that clients send, once such a client has shown that CA.
+    func crl(for issuer: IssuerKey) -> CRLInfo? {
+        if let crl = crls.crl(for: issuer) { return crl }
+        return crls.held.isEmpty ? nil : clientIssuers.crl(for: issuer)
+    }
+
+    /// Every CRL in force: the bundle's and those of client CAs seen so far.
+    var activeCRLs: [CRLInfo] {
+        Array(crls.byIssuer.values) + (crls.held.isEmpty ? [] : clientIssuers.crls)
+    }
+
     /// CAs that issue certificates but have no current CRL: what `strict` will refuse.
+    /// Client CAs count from the moment a client presented them.
     func issuersWithoutCurrentCRL(at now: Int) -> [String] {
         guard crlPolicy == .strict else { return [] }
-        return caBySubject.values.filter { ca in
-            guard let crl = crls.crl(for: ca.ownKey) else { return true }
+        return (Array(caBySubject.values) + clientIssuers.adoptedCAs).filter { ca in
+            guard let crl = crl(for: ca.ownKey) else { return true }
             return !crl.isCurrent(at: now)
         }.map(\.subject).sorted()
+    }
+}
+
+extension TrustState {
+    /// What loading found: skipped CRLs as warnings, held ones (waiting for a client to
+    /// bring their CA) as information, and client CAs' CRLs that count already.
+    func logLoadNotes(to logger: Logger) {
+        for note in notes { logger.warning("CRL skipped", metadata: ["detail": "\(note)"]) }
+        for held in crls.held.values.joined() where clientIssuers.crl(for: held.info.issuerKey) == nil {
+            logger.info("CRL held", metadata: [
+                "issuer": "\(held.info.issuer)",
+                "detail": "\(held.info.file): its CA is not in ca_bundle; it counts once a client's verified chain brings that CA",
+            ])
+        }
     }
 }

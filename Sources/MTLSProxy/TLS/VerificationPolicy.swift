@@ -62,10 +62,14 @@ enum VerificationPolicy {
     /// chain we cannot anchor says nothing trustworthy about revocation, and a revoked
     /// certificate is reported as revoked even when it has also expired.
     static func decide(
-        chainStatus status: UInt32, chain: [ChainLink], crls: CRLSet, policy: CRLPolicy?, now: Int
+        chainStatus status: UInt32, chain: [ChainLink], crls: some CRLLookup, policy: CRLPolicy?, now: Int
     ) -> RefusalReason? {
         if status & (GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue | GNUTLS_CERT_SIGNER_NOT_CA.rawValue) != 0 {
             return .unknownCA
+        }
+        if status & ChainPath.untrustedBits != 0 {
+            // A signature on the chain did not verify: it reached no anchor either.
+            return .badCertificate
         }
         if let policy, let refusal = revocationRefusal(chain: chain, crls: crls, policy: policy, now: now) {
             return refusal
@@ -85,7 +89,7 @@ enum VerificationPolicy {
 
     /// Each link must not be revoked by its issuer's CRL; under `strict` each issuer
     /// must also have a CRL that has not passed its nextUpdate.
-    static func revocationRefusal(chain: [ChainLink], crls: CRLSet, policy: CRLPolicy, now: Int) -> RefusalReason? {
+    static func revocationRefusal(chain: [ChainLink], crls: some CRLLookup, policy: CRLPolicy, now: Int) -> RefusalReason? {
         var staleness: RefusalReason?
         for link in chain {
             guard let crl = crls.crl(for: link.issuer) else {

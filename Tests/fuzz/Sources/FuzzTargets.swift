@@ -3,6 +3,7 @@
 // one line here, and a seed corpus in Tests/fuzz/corpus/NAME/.
 let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "config": fuzzConfig,
+    "crl": fuzzCRLFile,
     "http-head": fuzzHTTPHead,
     "ldap-decode": fuzzLDAPDecode,
     "ldap-filter": fuzzLDAPFilter,
