@@ -108,6 +108,9 @@ final class ConfigParserTests: XCTestCase {
         XCTAssertNil(error(minimal + "verify_cert_in_directory = yes\ndirectory_url = ldapi://%2Frun%2Fslapd%2Fldapi\n"))
         let listener = try? parse(minimal + "verify_cert_in_directory = yes\ndirectory_url = ldapi://%2Frun%2Fslapd%2Fldapi\n").listeners[0]
         XCTAssertEqual(listener?.directoryEndpoint, .unix(path: "/run/slapd/ldapi"))
+        // A '%' not followed by two hex digits stays as it is (a sign is no digit: "%+f", "%-0").
+        let odd = try? parse(minimal + "verify_cert_in_directory = yes\ndirectory_url = ldapi://%2Frun%2F%+f%-0%4\n").listeners[0]
+        XCTAssertEqual(odd?.directoryEndpoint, .unix(path: "/run/%+f%-0%4"))
         XCTAssertEqual(try? parse(minimal + "directory_url = ldap://ldap.example.com\n").listeners[0].directoryEndpoint,
                        .inet(host: "ldap.example.com", port: 389))
         XCTAssertNil(error(minimal + "allow_cn = alice, bob\n"))

@@ -110,6 +110,14 @@ final class LDAPFilterTests: XCTestCase {
         }
     }
 
+    func testAnEscapeIsTwoHexDigits() throws {
+        XCTAssertEqual(try LDAPFilter.parse("(cn=\\2A\\ff)"), .equality("cn", [0x2a, 0xff]))
+        // UInt8("+f", radix: 16) is 15: a sign must not pass for a digit (RFC 4515: HEX HEX).
+        for bad in ["(cn=\\+f)", "(cn=\\-0)", "(cn=\\ g)", "(cn=\\4)"] {
+            XCTAssertThrowsError(try LDAPFilter.parse(bad), bad)
+        }
+    }
+
     func testEscapingKeepsCertificateValuesInert() throws {
         let evil = "*)(uid=*"
         let text = "(uid=\(LDAPFilter.escape(evil)))"

@@ -111,7 +111,7 @@ extension String {
         var bytes: [UInt8] = []
         var utf8 = Array(self.utf8)[...]
         while let byte = utf8.popFirst() {
-            if byte == 0x25, utf8.count >= 2, let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16) {
+            if byte == 0x25, utf8.count >= 2, let value = HexDigits.byte(utf8[utf8.startIndex], utf8[utf8.startIndex + 1]) {
                 bytes.append(value)
                 utf8 = utf8.dropFirst(2)
             } else {

@@ -90,7 +90,7 @@ package indirect enum LDAPFilter: Equatable {
                     pieces.append([])
                     index += 1
                 } else if byte == 0x5C {
-                    guard index + 2 < bytes.count, let value = UInt8(String(decoding: bytes[index + 1...index + 2], as: UTF8.self), radix: 16)
+                    guard index + 2 < bytes.count, let value = HexDigits.byte(bytes[index + 1], bytes[index + 2])
                     else { throw ParseError(description: "bad escape at \(index)") }
                     pieces[pieces.count - 1].append(value)
                     index += 3
