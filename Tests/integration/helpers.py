@@ -275,11 +275,12 @@ class BioClient:
     """A TLS client over memory BIOs, for what ssl.SSLSocket cannot do: send
     close_notify and keep reading (a TLS half-close)."""
 
-    def __init__(self, port, pki, name, tls=None, timeout=20):
+    def __init__(self, port, pki=None, name=None, tls=None, timeout=20, ctx=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = client_context(pki, name, tls).wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        ctx = ctx or client_context(pki, name, tls)
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
         self._run(self.tls.do_handshake)
 
     def _flush(self):
@@ -329,3 +330,12 @@ class BioClient:
 
     def close(self):
         self.sock.close()
+
+
+def rss_kib(pid):
+    """The resident memory of a process, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from helpers import Backend, free_port, http_get, proxy_config, round_trip, tls_connect, wait_until
+from helpers import Backend, rss_kib, free_port, http_get, proxy_config, round_trip, tls_connect, wait_until
 
 
 def open_descriptors(pid):
@@ -27,12 +27,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def active_connections(health_port):

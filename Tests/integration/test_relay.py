@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import Backend, BioClient, free_port, proxy_config, round_trip, tls_connect
+from helpers import Backend, rss_kib, BioClient, free_port, proxy_config, round_trip, tls_connect
 
 
 @pytest.fixture
@@ -107,12 +107,6 @@ def test_200_concurrent_clients_all_served(relay, pki):
     assert proxy.backend.accepted == 200
 
 
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def test_client_that_does_not_read_is_not_buffered_without_limit(relay, pki):

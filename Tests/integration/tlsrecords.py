@@ -7,6 +7,8 @@ import ssl
 import struct
 import time
 
+from helpers import BioClient
+
 HANDSHAKE = 22
 CHANGE_CIPHER_SPEC = 20
 APPLICATION_DATA = 23
@@ -93,7 +95,7 @@ def is_server_hello(record):
     return record is not None and record[0] == HANDSHAKE and record[1][:1] == b"\x02"
 
 
-class RefragmentingClient:
+class RefragmentingClient(BioClient):
     """A real TLS client over memory BIOs whose plaintext handshake records (everything
     of type 22 before its ChangeCipherSpec or first encrypted record) are re-cut into
     records of `size` bytes. Record boundaries are not part of the transcript, so the
@@ -103,12 +105,8 @@ class RefragmentingClient:
         self.size = size
         self.plaintext = True
         self.pending = b""
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
         self.handshake_records = 0  # how many records carried the plaintext handshake
-        self._run(self.tls.do_handshake)
+        super().__init__(port, timeout=timeout, ctx=ctx)
 
     def _flush(self):
         self.pending += self.outgoing.read()
@@ -126,29 +124,6 @@ class RefragmentingClient:
             # Tiny records go out in one send each batch: the server sees them in
             # whatever pieces TCP makes, as from a real client.
             self.sock.sendall(out)
-
-    def _run(self, operation):
-        while True:
-            try:
-                result = operation()
-                self._flush()
-                return result
-            except ssl.SSLWantReadError:
-                self._flush()
-                data = self.sock.recv(65536)
-                if data:
-                    self.incoming.write(data)
-                else:
-                    self.incoming.write_eof()
-
-    def send(self, data):
-        self._run(lambda: self.tls.write(data))
-
-    def recv(self):
-        return self._run(lambda: self.tls.read(65536))
-
-    def close(self):
-        self.sock.close()
 
 
 def send_slowly(sock, data, pieces, pause=0.002):
