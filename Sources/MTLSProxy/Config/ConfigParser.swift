@@ -1,4 +1,4 @@
-/// Reads the `key = value` configuration format of INTERFACE.md.
+/// Reads the `key = value` configuration format that proxy.conf.example documents.
 ///
 /// Every error names the file and the line. Paths are taken relative to the folder of
 /// the config file, so that a config and its certificates can move together.

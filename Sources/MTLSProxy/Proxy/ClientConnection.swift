@@ -25,7 +25,7 @@ let certificateMessageHook: @convention(c) (
 ///
 /// Phases: handshaking -> connecting -> relaying -> closed, or handshaking -> lingering
 /// -> closed when the client is refused. No backend connection exists before the
-/// client's chain has been verified (INTERFACE.md rule 1).
+/// client's chain has been verified: nothing reaches the backend before that.
 final class ClientConnection: EventHandler, TimerTarget {
     enum Phase { case handshaking, checkingDirectory, connecting, relaying, lingering, closed }
 
