@@ -12,14 +12,13 @@ enum DirectoryAnswer {
 /// connect, optional simple bind, then searches multiplexed by message ID, each with
 /// its own deadline. A broken connection fails what is in flight and reconnects, after a
 /// backoff, when the next search needs it.
-package final class DirectoryConnection: EventHandler, TimerTarget {
+package final class DirectoryConnection: EventHandler {
     enum State { case disconnected, connecting, binding, ready }
 
     package static let maxMessageBytes = 16 << 20
 
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
     private unowned let loop: EventLoop
+    private lazy var timer = loop.timer { [unowned self] now in self.timerFired(now: now) }
     private let address: SocketAddress
     private let bindDN: String?
     private let password: [UInt8]
@@ -46,7 +45,6 @@ package final class DirectoryConnection: EventHandler, TimerTarget {
         self.password = password
         self.timeoutNanos = timeoutNanos
         self.onStateChange = onStateChange
-        timerKey = loop.makeTimerKey()
     }
 
     var load: Int { inFlight.count + waiting.count }
@@ -61,7 +59,7 @@ package final class DirectoryConnection: EventHandler, TimerTarget {
         }
         waiting.append((build, now + timeoutNanos, done))
         if state == .ready { flushWaiting() }
-        loop.arm(self, at: now + timeoutNanos)
+        timer.arm(at: now + timeoutNanos)
     }
 
     func connect(now: UInt64) {
@@ -74,7 +72,7 @@ package final class DirectoryConnection: EventHandler, TimerTarget {
             state = .connecting
             connectDeadline = now + timeoutNanos
             loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
-            loop.arm(self, at: connectDeadline)
+            timer.arm(at: connectDeadline)
         }
     }
 
@@ -207,7 +205,7 @@ package final class DirectoryConnection: EventHandler, TimerTarget {
         }
     }
 
-    func timerFired(now: UInt64) {
+    private func timerFired(now: UInt64) {
         if state == .connecting && now >= connectDeadline { return fail("connect to the directory timed out") }
         if inFlight.values.contains(where: { $0.deadline <= now }) {
             return fail("the directory did not answer within the timeout")
@@ -217,7 +215,7 @@ package final class DirectoryConnection: EventHandler, TimerTarget {
             request.done(.unavailable("the directory did not answer within the timeout"))
         }
         let next = (inFlight.values.map(\.deadline) + waiting.map(\.deadline) + (state == .connecting ? [connectDeadline] : [])).min()
-        if let next { loop.arm(self, at: next) }
+        if let next { timer.arm(at: next) }
     }
 
     /// Drops the connection and fails everything pending with `why`.
@@ -236,7 +234,7 @@ package final class DirectoryConnection: EventHandler, TimerTarget {
         let pending = Array(inFlight.values.map(\.done)) + waiting.map(\.done)
         inFlight.removeAll()
         waiting.removeAll()
-        loop.disarm(self)
+        timer.cancel()
         onStateChange(false)
         for done in pending { done(.unavailable(why)) }
     }

@@ -8,16 +8,6 @@ protocol EventHandler: AnyObject {
     func handleEvent(fd: Int32, events: UInt32)
 }
 
-/// Something with a deadline. The loop keeps one heap entry per target at most, and
-/// the target decides on firing whether its deadline really passed: moving a deadline
-/// later (idle timeouts on every read) then costs nothing.
-protocol TimerTarget: AnyObject {
-    /// The loop's bookkeeping: the deadline this target has in the heap (0 = none).
-    var armedDeadline: UInt64 { get set }
-    var timerKey: UInt64 { get }
-    func timerFired(now: UInt64)
-}
-
 /// One epoll event loop, run by one thread. Everything but `execute` and `wakeUp`
 /// must be called on that thread.
 final class EventLoop: @unchecked Sendable {  // shared only through execute(), which locks
@@ -28,8 +18,9 @@ final class EventLoop: @unchecked Sendable {  // shared only through execute(), 
     /// queued for an fd closed and reused within the same batch.
     private var handlers: [Int32: (id: UInt32, handler: EventHandler)] = [:]
     private var nextRegistrationID: UInt32 = 1
-    private var timers = TimerHeap()
-    private var timerTargets: [UInt64: TimerTarget] = [:]
+    /// Timers by key while armed (see LoopTimer), and their deadlines in a heap.
+    var timers = TimerHeap()
+    var timerTable: [UInt64: LoopTimer] = [:]
     private var nextTimerKey: UInt64 = 1
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     private var stopped = false
@@ -79,30 +70,6 @@ final class EventLoop: @unchecked Sendable {  // shared only through execute(), 
     func makeTimerKey() -> UInt64 {
         defer { nextTimerKey += 1 }
         return nextTimerKey
-    }
-
-    /// Makes sure `target` is woken no later than `deadline` (monotonic nanoseconds).
-    func arm(_ target: TimerTarget, at deadline: UInt64) {
-        timerTargets[target.timerKey] = target
-        if target.armedDeadline == 0 || deadline < target.armedDeadline {
-            target.armedDeadline = deadline
-            timers.push(deadline: deadline, key: target.timerKey)
-        }
-    }
-
-    func disarm(_ target: TimerTarget) {
-        timerTargets[target.timerKey] = nil
-        target.armedDeadline = 0
-    }
-
-    private func fireTimers(now: UInt64) {
-        while let earliest = timers.earliest, earliest <= now {
-            let entry = timers.pop()!
-            guard let target = timerTargets[entry.key], target.armedDeadline == entry.deadline else { continue }
-            target.armedDeadline = 0
-            timerTargets[entry.key] = nil
-            target.timerFired(now: now)
-        }
     }
 
     // MARK: - Cross-thread

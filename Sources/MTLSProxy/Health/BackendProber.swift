@@ -3,25 +3,25 @@ import Glibc
 /// Checks that each listener's backend accepts a TCP (or unix) connection, at most
 /// every few seconds, on the first event loop. `/readyz` reads the last result, so a
 /// scrape never waits on a backend.
-final class BackendProber: TimerTarget {
+final class BackendProber {
     static let intervalNanos: UInt64 = 3_000_000_000
     static let timeoutNanos: UInt64 = 2_000_000_000
 
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
     private unowned let loop: EventLoop
     private let listeners: [ListenerRuntime]
     private var probes: [Probe] = []
+    private var ticker: LoopTimer?
 
     init(loop: EventLoop, listeners: [ListenerRuntime]) {
         self.loop = loop
         self.listeners = listeners
-        timerKey = loop.makeTimerKey()
     }
 
-    func start() { timerFired(now: monotonicNanos()) }
+    func start() {
+        ticker = loop.every(Self.intervalNanos, startNow: true) { [unowned self] now in self.probeAll(now: now) }
+    }
 
-    func timerFired(now: UInt64) {
+    private func probeAll(now: UInt64) {
         for listener in listeners where !probes.contains(where: { $0.listener === listener }) {
             let probe = Probe(listener: listener, loop: loop) { [unowned self] done in
                 self.probes.removeAll { $0 === done }
@@ -29,22 +29,21 @@ final class BackendProber: TimerTarget {
             probes.append(probe)
             probe.start(now: now)
         }
-        loop.arm(self, at: now + Self.intervalNanos)
     }
 
-    final class Probe: EventHandler, TimerTarget {
+    final class Probe: EventHandler {
         let listener: ListenerRuntime
-        let timerKey: UInt64
-        var armedDeadline: UInt64 = 0
         private unowned let loop: EventLoop
         private let done: (Probe) -> Void
         private var fd: Int32 = -1
+        private lazy var timeout = loop.timer { [unowned self] _ in
+            self.finish(ok: false, why: "connect timed out after \(ConfigDuration.describe(BackendProber.timeoutNanos))")
+        }
 
         init(listener: ListenerRuntime, loop: EventLoop, done: @escaping (Probe) -> Void) {
             self.listener = listener
             self.loop = loop
             self.done = done
-            timerKey = loop.makeTimerKey()
         }
 
         func start(now: UInt64) {
@@ -57,7 +56,7 @@ final class BackendProber: TimerTarget {
             case .inProgress(let fd):
                 self.fd = fd
                 loop.register(fd: fd, events: Epoll.output, handler: self)
-                loop.arm(self, at: now + BackendProber.timeoutNanos)
+                timeout.arm(at: now + BackendProber.timeoutNanos)
             }
         }
 
@@ -66,17 +65,13 @@ final class BackendProber: TimerTarget {
             finish(ok: error == 0, why: "connect: \(String(cString: strerror(error)))")
         }
 
-        func timerFired(now: UInt64) {
-            finish(ok: false, why: "connect timed out after \(ConfigDuration.describe(BackendProber.timeoutNanos))")
-        }
-
         private func finish(ok: Bool, why: String = "") {
             if fd >= 0 {
                 loop.deregister(fd: fd)
                 close(fd)
                 fd = -1
             }
-            loop.disarm(self)
+            timeout.cancel()
             let previous = listener.backendState.exchange(ok ? 1 : 2, ordering: .relaxed)
             if previous != (ok ? 1 : 2) {
                 if ok {

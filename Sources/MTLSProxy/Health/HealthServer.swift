@@ -78,27 +78,25 @@ final class HealthServer: EventHandler {
     }
 }
 
-final class HealthConnection: EventHandler, TimerTarget {
+final class HealthConnection: EventHandler {
     let fd: Int32
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
     private unowned let server: HealthServer
     private unowned let loop: EventLoop
     private var request: [UInt8] = []
     private var response: [UInt8] = []
     private var sent = 0
     private var closed = false
+    private lazy var timer = loop.timer { [unowned self] now in self.timerFired(now: now) }
 
     init(fd: Int32, server: HealthServer, loop: EventLoop) {
         self.fd = fd
         self.server = server
         self.loop = loop
-        timerKey = loop.makeTimerKey()
     }
 
     func start() {
         loop.register(fd: fd, events: Epoll.input, handler: self)
-        loop.arm(self, at: monotonicNanos() + HealthServer.requestTimeoutNanos)
+        timer.arm(at: monotonicNanos() + HealthServer.requestTimeoutNanos)
     }
 
     private var lingering = false
@@ -150,8 +148,8 @@ final class HealthConnection: EventHandler, TimerTarget {
         lingering = true
         shutdown(fd, Int32(SHUT_WR))
         loop.modify(fd: fd, events: Epoll.input)
-        loop.disarm(self)
-        loop.arm(self, at: monotonicNanos() + 1_000_000_000)
+        timer.cancel()
+        timer.arm(at: monotonicNanos() + 1_000_000_000)
         drain()
     }
 
@@ -165,7 +163,7 @@ final class HealthConnection: EventHandler, TimerTarget {
         }
     }
 
-    func timerFired(now: UInt64) {
+    private func timerFired(now: UInt64) {
         if response.isEmpty && !lingering {
             return reply(HTTPResponse(status: 408, contentType: "text/plain", body: "request timeout\n"))
         }
@@ -175,7 +173,7 @@ final class HealthConnection: EventHandler, TimerTarget {
     private func finish() {
         guard !closed else { return }
         closed = true
-        loop.disarm(self)
+        timer.cancel()
         loop.deregister(fd: fd)
         close(fd)
         server.closed(self)

@@ -13,14 +13,13 @@ import Logging
 /// One episode, one pair of log lines: the first failure, then, once no failure has been
 /// seen for `quietNanos`, how many there were and for how long. An episode that lasts
 /// says so again every `reminderNanos`.
-final class AcceptPause: TimerTarget {
+final class AcceptPause {
     static let retryNanos: UInt64 = 250_000_000
     static let quietNanos: UInt64 = 2_000_000_000
     static let reminderNanos: UInt64 = 30_000_000_000
 
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
     private unowned let loop: EventLoop
+    private lazy var timer = loop.timer { [unowned self] now in self.timerFired(now: now) }
     private let fd: Int32
     private unowned let handler: EventHandler
     private let logger: Logger
@@ -38,7 +37,6 @@ final class AcceptPause: TimerTarget {
         self.handler = handler
         self.loop = loop
         self.logger = logger
-        timerKey = loop.makeTimerKey()
     }
 
     /// accept(2) said `error`: stop listening for a moment.
@@ -64,16 +62,16 @@ final class AcceptPause: TimerTarget {
             paused = true
             loop.deregister(fd: fd)
         }
-        loop.arm(self, at: now + Self.retryNanos)
+        timer.arm(at: now + Self.retryNanos)
     }
 
     /// The listening socket is being closed: no more retries.
     func stop() {
         stopped = true
-        loop.disarm(self)
+        timer.cancel()
     }
 
-    func timerFired(now: UInt64) {
+    private func timerFired(now: UInt64) {
         guard !stopped else { return }
         if paused {
             paused = false
@@ -89,7 +87,7 @@ final class AcceptPause: TimerTarget {
             ])
             failures = 0
         } else {
-            loop.arm(self, at: lastFailure + Self.quietNanos)
+            timer.arm(at: lastFailure + Self.quietNanos)
         }
     }
 }

@@ -26,11 +26,11 @@ let certificateMessageHook: @convention(c) (
 /// Phases: handshaking -> connecting -> relaying -> closed, or handshaking -> lingering
 /// -> closed when the client is refused. No backend connection exists before the
 /// client's chain has been verified: nothing reaches the backend before that.
-final class ClientConnection: EventHandler, TimerTarget {
+final class ClientConnection: EventHandler {
     enum Phase { case handshaking, checkingDirectory, connecting, relaying, lingering, closed }
 
     let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
+    private lazy var timer = worker.loop.timer { [unowned self] now in self.timerFired(now: now) }
     private unowned let worker: Worker
     private let listener: ListenerRuntime
     /// The credentials this session was started with: kept alive for its whole life.
@@ -146,7 +146,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         // flags below and cleared on EAGAIN, so no epoll_ctl is needed per state change.
         worker.loop.register(fd: clientFD, events: Epoll.edgeTriggeredBoth, handler: self)
         deadline = acceptedAt + listener.config.handshakeTimeoutNanos
-        worker.loop.arm(self, at: deadline)
+        timer.arm(at: deadline)
         driveHandshake()
     }
 
@@ -215,7 +215,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 // Progress, and more may be waiting: go on after the other ready
                 // connections had their turn (a timer due now fires after this batch).
                 handshakeYielded = true
-                return worker.loop.arm(self, at: monotonicNanos())
+                return timer.arm(at: monotonicNanos())
             }
             if gnutls_error_is_fatal(rc) == 0 { continue }  // a warning alert: carry on
             return handshakeFailed(rc)
@@ -280,7 +280,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         shutdown(clientFD, Int32(SHUT_WR))
         phase = .lingering
         deadline = monotonicNanos() + 2_000_000_000
-        worker.loop.arm(self, at: deadline)
+        timer.arm(at: deadline)
         drainLingering()  // edge-triggered: what is already there brings no new event
     }
 
@@ -305,7 +305,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         directoryLookup = lookup
         phase = .checkingDirectory
         deadline = now + listener.config.directoryTimeoutNanos + 500_000_000
-        worker.loop.arm(self, at: deadline)
+        timer.arm(at: deadline)
         worker.directoryChecker(for: listener).check(lookup, generation: trust.generation) { [self] verdict in
             self.directoryAnswered(verdict)
         }
@@ -359,7 +359,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                     ])
                 }
                 deadline = now + Self.descriptorRetryNanos
-                return worker.loop.arm(self, at: deadline)
+                return timer.arm(at: deadline)
             }
             return backendUnavailable(waitingForDescriptor
                 ? "\(error), still after \(ConfigDuration.describe(listener.config.connectTimeoutNanos))" : "\(error)")
@@ -371,7 +371,7 @@ final class ClientConnection: EventHandler, TimerTarget {
             backendFD = fd
             worker.loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
             deadline = connectDeadline
-            worker.loop.arm(self, at: deadline)
+            timer.arm(at: deadline)
         }
     }
 
@@ -431,14 +431,14 @@ final class ClientConnection: EventHandler, TimerTarget {
         }
     }
 
-    func timerFired(now: UInt64) {
+    private func timerFired(now: UInt64) {
         switch phase {
         case .handshaking:
             if now >= deadline { return finishHandshakeTimeout() }
             if handshakeYielded {
                 handshakeYielded = false
                 driveHandshake()
-                if phase == .handshaking && !handshakeYielded { worker.loop.arm(self, at: deadline) }
+                if phase == .handshaking && !handshakeYielded { timer.arm(at: deadline) }
                 return
             }
         case .checkingDirectory:
@@ -456,7 +456,7 @@ final class ClientConnection: EventHandler, TimerTarget {
                 if now >= closing.deadline {
                     return terminate(closing.end, detail: closing.detail + "; no LDAP message boundary within 1s, closed without notice")
                 }
-                return worker.loop.arm(self, at: closing.deadline)
+                return timer.arm(at: closing.deadline)
             }
             let idle = listener.config.idleTimeoutNanos
             guard idle > 0 else { return }
@@ -469,7 +469,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         case .closed:
             return
         }
-        worker.loop.arm(self, at: deadline)
+        timer.arm(at: deadline)
     }
 
     private func finishHandshakeTimeout() {
@@ -483,7 +483,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         let idle = listener.config.idleTimeoutNanos
         if idle > 0 {
             deadline = lastActivity + idle
-            worker.loop.arm(self, at: deadline)  // no-op unless earlier than what is armed
+            timer.arm(at: deadline)  // no-op unless earlier than what is armed
         }
     }
 
@@ -656,7 +656,7 @@ final class ClientConnection: EventHandler, TimerTarget {
         }
         closing = ClosingWithNotice(
             notice: notice, end: end, detail: detail, deadline: monotonicNanos() + Self.boundaryWaitNanos)
-        worker.loop.arm(self, at: closing!.deadline)
+        timer.arm(at: closing!.deadline)
         pump()
     }
 
@@ -692,7 +692,7 @@ final class ClientConnection: EventHandler, TimerTarget {
     private func finish(_ end: ConnectionEnd, detail: String? = nil) {
         guard phase != .closed else { return }
         phase = .closed
-        worker.loop.disarm(self)
+        timer.cancel()
         worker.loop.deregister(fd: clientFD)
         close(clientFD)
         if backendFD >= 0 {

@@ -8,13 +8,12 @@ import Logging
 /// refusal has come for `quietNanos` (or every `reminderNanos` while they go on), one
 /// line says how many there were. `mtls_proxy_connections_total{outcome="over_limit"}`
 /// counts every one of them.
-final class OverLimitLog: TimerTarget {
+final class OverLimitLog {
     static let quietNanos: UInt64 = 2_000_000_000
     static let reminderNanos: UInt64 = 30_000_000_000
 
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
     private unowned let loop: EventLoop
+    private lazy var timer = loop.timer { [unowned self] now in self.timerFired(now: now) }
     private let logger: Logger
     private let limit: Int
     private var count = 0  // refusals since the last line
@@ -26,7 +25,6 @@ final class OverLimitLog: TimerTarget {
         self.loop = loop
         self.logger = logger
         self.limit = limit
-        timerKey = loop.makeTimerKey()
     }
 
     func refused(_ peer: SocketAddress) {
@@ -38,18 +36,18 @@ final class OverLimitLog: TimerTarget {
             logger.warning("connection refused", metadata: [
                 "client": "\(peer)", "end": "over_limit", "detail": "max_connections (\(limit)) reached",
             ])
-            return loop.arm(self, at: now + Self.quietNanos)
+            return timer.arm(at: now + Self.quietNanos)
         }
         count += 1
         if now - windowStart >= Self.reminderNanos { summarize(now: now, over: false) }
     }
 
-    func timerFired(now: UInt64) {
+    private func timerFired(now: UInt64) {
         guard episodeStart != 0 else { return }
         if now - last >= Self.quietNanos {
             summarize(now: now, over: true)
         } else {
-            loop.arm(self, at: last + Self.quietNanos)
+            timer.arm(at: last + Self.quietNanos)
         }
     }
 

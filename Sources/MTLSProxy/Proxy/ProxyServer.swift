@@ -116,7 +116,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
     private var signals: SignalWatcher?
     private let draining = Atomic<Bool>(false)
     private var reloader: Reloader?
-    private var shutdownTicker: ShutdownTicker?
+    private var shutdownTicker: LoopTimer?
 
     public init(_ loaded: LoadedConfiguration, logger: Logger) {
         self.loaded = loaded
@@ -231,20 +231,22 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             "detail": "shutdown_grace \(ConfigDuration.describe(grace))",
         ])
         forEachWorker { $0.stopAccepting() }
-        let ticker = ShutdownTicker(loop: workers[0].loop, deadline: monotonicNanos() + grace) { [unowned self] expired in
+        // Polls the drain every 100 ms during shutdown (and only then).
+        let graceEnds = monotonicNanos() + grace
+        var expired = false
+        shutdownTicker = workers[0].loop.every(100_000_000, startNow: true) { [unowned self] now in
             let open = self.listeners.reduce(0) { $0 + $1.active.load(ordering: .relaxed) }
             if open == 0 {
+                self.shutdownTicker?.cancel()
                 self.forEachWorker { $0.loop.stop() }
-                return true
+                return
             }
-            if expired {
+            if !expired && now >= graceEnds {
+                expired = true
                 self.logger.warning("shutdown_grace elapsed, closing remaining connections", metadata: ["detail": "\(open) open"])
                 self.forEachWorker { $0.closeAll(.shutdown) }
             }
-            return false
         }
-        shutdownTicker = ticker
-        ticker.start()
     }
 
     private func forEachWorker(_ body: @escaping @Sendable (Worker) -> Void) {
@@ -252,32 +254,6 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             let box = UncheckedBox(worker)
             worker.loop.execute { body(box.value) }
         }
-    }
-}
-
-/// Polls the drain every 100 ms during shutdown (and only then).
-final class ShutdownTicker: TimerTarget {
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
-    private unowned let loop: EventLoop
-    private let deadline: UInt64
-    private var expired = false
-    private let tick: (Bool) -> Bool
-
-    init(loop: EventLoop, deadline: UInt64, tick: @escaping (_ graceExpired: Bool) -> Bool) {
-        self.loop = loop
-        self.deadline = deadline
-        self.tick = tick
-        timerKey = loop.makeTimerKey()
-    }
-
-    func start() { timerFired(now: monotonicNanos()) }
-
-    func timerFired(now: UInt64) {
-        let justExpired = !expired && now >= deadline
-        if justExpired { expired = true }
-        if tick(justExpired) { return }
-        loop.arm(self, at: now + 100_000_000)
     }
 }
 

@@ -8,7 +8,7 @@ final class Worker {
     let loop: EventLoop
     let pool = BufferPool()
     let verificationCache = VerificationCache()
-    private(set) lazy var heartbeat = Heartbeat(loop: loop)
+    let heartbeat = Heartbeat()
     private(set) var acceptors: [Acceptor] = []
     private var connections: [UInt64: ClientConnection] = [:]
     private(set) var draining = false
@@ -27,13 +27,16 @@ final class Worker {
     }
 
     func startAccepting() {
-        heartbeat.start()
+        heartbeat.start(on: loop)
         for acceptor in acceptors where acceptor.listener.config.verifyCertInDirectory {
             directoryChecker(for: acceptor.listener).warmUp()
             if acceptor.listener.config.revokeActive && acceptor.listener.config.directoryCacheTTLNanos > 0 {
-                let recheck = DirectoryRecheck(worker: self, listener: acceptor.listener)
-                rechecks.append(recheck)
-                recheck.start()
+                // Every directory_cache_ttl (1 s at least), the live identities are asked again.
+                let listener = acceptor.listener
+                let period = max(listener.config.directoryCacheTTLNanos, 1_000_000_000)
+                rechecks.append(loop.every(period) { [unowned self] _ in
+                    if !self.draining { self.recheckDirectory(listener) }
+                })
             }
         }
         for acceptor in acceptors {
@@ -61,7 +64,7 @@ final class Worker {
     private var byCertificate: [ChainLink: [UInt64: ClientConnection]] = [:]
 
     private var directoryCheckers: [ObjectIdentifier: DirectoryChecker] = [:]
-    private var rechecks: [DirectoryRecheck] = []
+    private var rechecks: [LoopTimer] = []
 
 
     func directoryChecker(for listener: ListenerRuntime) -> DirectoryChecker {
@@ -189,52 +192,19 @@ final class Acceptor: EventHandler {
     }
 }
 
-/// The timer of the background directory re-check, one per listener and worker.
-final class DirectoryRecheck: TimerTarget {
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
-    private unowned let worker: Worker
-    private let listener: ListenerRuntime
-
-    init(worker: Worker, listener: ListenerRuntime) {
-        self.worker = worker
-        self.listener = listener
-        timerKey = worker.loop.makeTimerKey()
-    }
-
-    private var period: UInt64 { max(listener.config.directoryCacheTTLNanos, 1_000_000_000) }
-
-    func start() { worker.loop.arm(self, at: monotonicNanos() + period) }
-
-    func timerFired(now: UInt64) {
-        if worker.draining { return }
-        worker.recheckDirectory(listener)
-        worker.loop.arm(self, at: now + period)
-    }
-}
-
 /// Proof that a worker's event loop turns: it stamps the time every second, and
 /// /healthz fails when a stamp is older than a few seconds (a loop stuck in a call).
-final class Heartbeat: TimerTarget, @unchecked Sendable {  // `last` is atomic; the rest is loop-confined
+final class Heartbeat: @unchecked Sendable {  // `last` is atomic; the timer is loop-confined
     static let intervalNanos: UInt64 = 1_000_000_000
     static let staleNanos: UInt64 = 3_000_000_000
 
-    let last = Atomic<UInt64>(0)
-    let timerKey: UInt64
-    var armedDeadline: UInt64 = 0
-    private unowned let loop: EventLoop
+    let last = Atomic<UInt64>(monotonicNanos())
+    private var ticker: LoopTimer?
 
-    init(loop: EventLoop) {
-        self.loop = loop
-        timerKey = loop.makeTimerKey()
-        last.store(monotonicNanos(), ordering: .relaxed)
-    }
-
-    func start() { timerFired(now: monotonicNanos()) }
-
-    func timerFired(now: UInt64) {
-        last.store(now, ordering: .relaxed)
-        loop.arm(self, at: now + Self.intervalNanos)
+    func start(on loop: EventLoop) {
+        ticker = loop.every(Self.intervalNanos, startNow: true) { [unowned self] now in
+            self.last.store(now, ordering: .relaxed)
+        }
     }
 
     var isFresh: Bool { monotonicNanos() - last.load(ordering: .relaxed) < Self.staleNanos }
