@@ -66,4 +66,16 @@ final class ListenerRuntime: Sendable {
         let now = active.subtract(1, ordering: .relaxed).newValue
         metrics.active.set(Int64(now))
     }
+
+    /// A CA a client sent became a known signer: say which of its CRLs now count.
+    func announce(_ adoption: ClientIssuers.Adoption) {
+        for crl in adoption.promoted {
+            metrics.publish(crl, loadedAt: wallClockSeconds())
+            logger.info("CRL in force", metadata: [
+                "issuer": "\(crl.issuer)",
+                "detail": "\(crl.file): its CA arrived in a verified client chain; \(crl.revoked.count) revoked",
+            ])
+        }
+        for note in adoption.notes { logger.warning("CRL skipped", metadata: ["detail": "\(note)"]) }
+    }
 }

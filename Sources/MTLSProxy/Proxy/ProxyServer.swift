@@ -47,7 +47,7 @@ public struct LoadedConfiguration {
                 directoryPasswords.append([])
             }
             do {
-                trusts.append(try TrustState(config: listener, verifyCallback: peerVerifyCallback))
+                trusts.append(try TrustState(config: listener))
                 if listener.sessionTickets {
                     ticketKeys.append(try listener.ticketKeyFile.map { file throws(TrustLoadError) in try TicketKey(file: file) } ?? TicketKey())
                 } else {

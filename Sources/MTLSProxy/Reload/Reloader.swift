@@ -108,7 +108,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
             let listener = listeners[index]
             fingerprints[index] = FileFingerprint.of(listener.config) ?? fingerprints[index]
             do {
-                let trust = try TrustState(config: listener.config, previous: listener.trust, verifyCallback: peerVerifyCallback)
+                let trust = try TrustState(config: listener.config, previous: listener.trust)
                 listener.swapTrust(trust)
                 trust.logLoadNotes(to: listener.logger)
                 let held = trust.crls.heldCount > 0 ? ", \(trust.crls.heldCount) held for CAs that clients send" : ""

@@ -12,8 +12,11 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
         self.context = context
     }
 
+    /// strerror(3), as a String.
+    static func describe(_ code: Int32) -> String { String(cString: strerror(code)) }
+
     public var description: String {
-        let reason = String(cString: strerror(errno))
+        let reason = Self.describe(errno)
         return context.isEmpty ? "\(call): \(reason)" : "\(call) \(context): \(reason)"
     }
 }

@@ -34,7 +34,7 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
     let generation: UInt64
 
     init(
-        config: ListenerConfig, previous: TrustState? = nil, verifyCallback: @convention(c) (gnutls_session_t?) -> Int32
+        config: ListenerConfig, previous: TrustState? = nil
     ) throws(TrustLoadError) {
         // At start (no previous state) a file in the CRL folder that is not a CRL is an
         // error, like a bad certificate; on a reload it is skipped and what it held is kept.
@@ -106,7 +106,7 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
             throw TrustLoadError(file: caPath, message: "no CA certificate could be added (\(GnuTLS.describe(added)))")
         }
         gnutls_certificate_set_trust_list(creds, trustList, 0)  // creds own the list now
-        gnutls_certificate_set_verify_function(creds, verifyCallback)
+        gnutls_certificate_set_verify_function(creds, TLSSession.verifyCallback)
 
         // CAs that clients sent under the previous state are verified against this
         // one's bundle now, so that their CRLs count from the first moment.

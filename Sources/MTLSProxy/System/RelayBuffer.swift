@@ -1,3 +1,17 @@
+/// One side of a relay: the client's TLS session or the backend's socket in the proxy,
+/// memory in tests.
+protocol RelayStream: AnyObject {
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult
+    /// Writes a prefix of `bytes`. After .wouldBlock, a stream with `hasPendingWrite`
+    /// must be given the same bytes again.
+    func write(_ bytes: UnsafeRawBufferPointer) -> IOResult
+    /// Ends our writing (FIN, close_notify); false: would block, call again when writable.
+    func finishWriting() -> Bool
+    /// Whether a read may find bytes without a new readiness event.
+    var hasBufferedInput: Bool { get }
+    var hasPendingWrite: Bool { get }
+}
+
 /// Fixed-size byte buffers for the relay, recycled per event loop: a connection holds a
 /// buffer only while bytes are in flight, so idle connections cost no buffer memory.
 final class BufferPool {
@@ -5,8 +19,6 @@ final class BufferPool {
     /// records, and one send(2) to the backend drains several. Held only while bytes
     /// are in flight, so idle connections do not pay for the size.
     static let bufferSize = 64 * 1024
-    /// The most plaintext one TLS record carries.
-    static let maxRecordSize = 16 * 1024
     private var free: [UnsafeMutableRawPointer] = []
     private let keep: Int
 
@@ -63,6 +75,47 @@ struct RelayBuffer {
             pool.give(buffer)
             storage = nil
         }
+    }
+
+    /// Reads once into the free space with `read` (a socket's or a TLS session's).
+    mutating func fill(from pool: BufferPool, with read: (UnsafeMutableRawBufferPointer) -> IOResult) -> IOResult {
+        let space = writable(from: pool)
+        let result = read(UnsafeMutableRawBufferPointer(start: space.pointer, count: space.count))
+        if case .processed(let n) = result { commit(n) }
+        return result
+    }
+
+    mutating func fill<S: RelayStream>(from stream: S, pool: BufferPool) -> IOResult {
+        fill(from: pool) { stream.read(into: $0) }
+    }
+
+    /// Writes up to `limit` of the held bytes to `stream` once; `observe` sees the bytes
+    /// that went, before they are dropped from the buffer.
+    mutating func drain<S: RelayStream>(
+        to stream: S, limit: Int = .max, observe: (UnsafeRawBufferPointer) -> Void = { _ in }
+    ) -> IOResult {
+        let bytes = UnsafeRawBufferPointer(start: readable, count: Swift.min(count, limit))
+        let result = stream.write(bytes)
+        if case .processed(let n) = result {
+            observe(UnsafeRawBufferPointer(rebasing: bytes[0..<n]))
+            consume(n)
+        }
+        return result
+    }
+
+    /// The bytes held, first to last, for a writer or a reader of message boundaries.
+    func withReadable<R>(_ body: (UnsafeRawBufferPointer) -> R) -> R {
+        body(UnsafeRawBufferPointer(start: storage.map { $0 + start }, count: count))
+    }
+
+    /// Replaces what is held with `bytes` (at most one buffer's worth).
+    mutating func replace(with bytes: [UInt8], pool: BufferPool) {
+        start = 0
+        end = 0
+        let space = writable(from: pool)
+        let n = min(bytes.count, space.count)
+        bytes.withUnsafeBytes { space.pointer.copyMemory(from: $0.baseAddress!, byteCount: n) }
+        commit(n)
     }
 
     mutating func discard(to pool: BufferPool) {

@@ -1,0 +1,178 @@
+/// The bytes of one verified connection, both ways, between the client's stream (its
+/// TLS session) and the backend's (a socket). No socket or TLS call is made here: the
+/// streams do those, and tests drive a relay between streams in memory.
+///
+/// A side is read only while its buffer has room: that backpressure keeps the memory of
+/// a connection bounded by two buffers. Each side's end travels on its own: the client's
+/// close reaches the backend as a FIN once everything before it was delivered, and the
+/// backend's as close_notify.
+final class Relay<Client: RelayStream, Backend: RelayStream> {
+    enum Outcome: Equatable {
+        /// Still relaying; `moved` says whether any bytes went either way.
+        case open(moved: Bool)
+        /// Both sides ended, and each end was passed on.
+        case finished
+        /// An I/O error; the detail names the side.
+        case failed(String)
+        /// Closing: the notice went out whole, at a message boundary.
+        case noticeDelivered
+        /// Closing: no message boundary can come (the detail says why).
+        case boundaryUnreachable(String)
+    }
+
+    private let client: Client
+    private let backend: Backend
+    private unowned let pool: BufferPool
+    private var toBackend = RelayBuffer()
+    private var toClient = RelayBuffer()
+    /// Readiness as the last events and calls left it: a side is tried only when set.
+    var clientReadable = true, clientWritable = true, backendReadable = true, backendWritable = true
+    private var clientDone = false  // close_notify or FIN from the client
+    private var backendDone = false  // FIN from the backend
+    private var backendWriteShut = false
+    private(set) var closeNotifySent = false
+    private(set) var bytesFromClient = 0
+    private(set) var bytesToClient = 0
+    /// Bytes went to the backend and nothing came back since.
+    private(set) var awaitingBackend = false
+    /// Message boundaries of what the client has received, so that a notice never lands
+    /// inside another message.
+    private var framer = LDAPMessageFramer()
+    private enum Closing { case no, atNextBoundary([UInt8]), noticeQueued }
+    private var closing = Closing.no
+
+    /// `preface` goes to the backend before any byte of the client (a PROXY header).
+    init(client: Client, backend: Backend, pool: BufferPool, preface: [UInt8] = []) {
+        self.client = client
+        self.backend = backend
+        self.pool = pool
+        if !preface.isEmpty { toBackend.replace(with: preface, pool: pool) }
+    }
+
+    /// Stops taking the client's requests, lets the message in flight to the client
+    /// finish, then sends `notice` in its place of the stream.
+    func closeAtNextBoundary(with notice: [UInt8]) -> Outcome {
+        if case .no = closing { closing = .atNextBoundary(notice) }
+        return pump()
+    }
+
+    private var isClosing: Bool {
+        if case .no = closing { return false }
+        return true
+    }
+
+    /// Moves bytes both ways until nothing more can move.
+    func pump() -> Outcome {
+        var moved = false
+        var progress = true
+        while progress {
+            progress = false
+
+            fromClient: while !isClosing && !clientDone && toBackend.hasSpace && (clientReadable || client.hasBufferedInput) {
+                switch toBackend.fill(from: client, pool: pool) {
+                case .processed(let n): bytesFromClient += n
+                case .closed: clientDone = true
+                case .wouldBlock:
+                    clientReadable = false
+                    break fromClient
+                case .failed(let why): return .failed("from client: \(why)")
+                }
+                progress = true
+            }
+
+            toBackendLoop: while !toBackend.isEmpty && backendWritable {
+                switch toBackend.drain(to: backend) {
+                case .processed:
+                    awaitingBackend = true
+                    progress = true
+                case .wouldBlock, .closed:
+                    backendWritable = false
+                    break toBackendLoop
+                case .failed(let why): return .failed("to backend: \(why)")
+                }
+            }
+            if clientDone && toBackend.isEmpty && !backendWriteShut {
+                if backend.finishWriting() {
+                    backendWriteShut = true
+                    progress = true
+                } else {
+                    backendWritable = false
+                }
+            }
+
+            fromBackend: while !backendDone && toClient.hasSpace && backendReadable && !noticeQueued {
+                switch toClient.fill(from: backend, pool: pool) {
+                case .processed:
+                    awaitingBackend = false
+                case .closed: backendDone = true
+                case .wouldBlock:
+                    backendReadable = false
+                    break fromBackend
+                case .failed(let why): return .failed("from backend: \(why)")
+                }
+                progress = true
+            }
+
+            toClientLoop: while !toClient.isEmpty && clientWritable {
+                var limit = Int.max
+                if case .atNextBoundary = closing, !client.hasPendingWrite,
+                   let toBoundary = toClient.withReadable({ framer.bytesToBoundary(in: $0) })
+                {
+                    if toBoundary == 0 { break toClientLoop }
+                    limit = toBoundary
+                }
+                switch toClient.drain(to: client, limit: limit, observe: { framer.advance($0) }) {
+                case .processed(let n):
+                    bytesToClient += n
+                    progress = true
+                case .wouldBlock, .closed:
+                    clientWritable = false
+                    break toClientLoop
+                case .failed(let why): return .failed("to client: \(why)")
+                }
+            }
+
+            switch closing {
+            case .atNextBoundary(let notice) where !client.hasPendingWrite && clientWritable:
+                if framer.isAtBoundary {
+                    // What the backend sent after this boundary is dropped with the connection.
+                    toClient.replace(with: notice, pool: pool)
+                    closing = .noticeQueued
+                    progress = true
+                } else if framer.isBroken {
+                    return .boundaryUnreachable("backend stream is not LDAP")
+                } else if backendDone && toClient.isEmpty {
+                    return .boundaryUnreachable("backend closed mid-message")
+                }
+            case .noticeQueued where toClient.isEmpty:
+                return .noticeDelivered
+            case .no where backendDone && toClient.isEmpty && !closeNotifySent && clientWritable:
+                // The backend closed: end the TLS session properly with close_notify.
+                if client.finishWriting() {
+                    closeNotifySent = true
+                    progress = true
+                } else {
+                    clientWritable = false
+                }
+            default:
+                break
+            }
+            moved = moved || progress
+        }
+        toBackend.releaseIfEmpty(to: pool)
+        toClient.releaseIfEmpty(to: pool)
+        if clientDone && backendWriteShut && backendDone && closeNotifySent { return .finished }
+        return .open(moved: moved)
+    }
+
+    private var noticeQueued: Bool {
+        if case .noticeQueued = closing { return true }
+        return false
+    }
+
+    /// The end of the connection: buffers go back to the pool.
+    func release() {
+        toBackend.discard(to: pool)
+        toClient.discard(to: pool)
+    }
+}
