@@ -155,7 +155,8 @@ final class ClientConnection: EventHandler {
     func verifyPeerDuringHandshake() -> Int32 {
         guard let session else { return -1 }
         captureSessionInfo()
-        let result = worker.verificationCache.verify(session: session, trust: trust)
+        let result = PeerChain(session: session).map { worker.verificationCache.verify(chain: $0, session: session, trust: trust) }
+            ?? PeerVerifier.Result(identity: nil, refusal: .noCertificate)
         identity = result.identity
         chain = result.chain
         verified = true
@@ -299,7 +300,7 @@ final class ClientConnection: EventHandler {
     /// After the chain verified: does the user's entry hold exactly this certificate?
     /// Nothing reaches the backend until the directory has said yes.
     private func startDirectoryCheck(now: UInt64) {
-        guard let session, let identity, let lookup = DirectoryLookup(session: session, identity: identity) else {
+        guard let session, let identity, let lookup = PeerChain(session: session).map({ DirectoryLookup(chain: $0, identity: identity) }) else {
             return deny(.directoryUnavailable, detail: "cannot read the client certificate")
         }
         directoryLookup = lookup

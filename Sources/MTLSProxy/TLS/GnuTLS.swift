@@ -40,6 +40,13 @@ enum GnuTLS {
         String(decoding: takeBytes(&datum), as: UTF8.self)
     }
 
+    /// The DER of every certificate the peer sent, leaf first; nil when it sent none.
+    static func peerCertificates(_ session: gnutls_session_t) -> [[UInt8]]? {
+        var count: UInt32 = 0
+        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else { return nil }
+        return (0..<Int(count)).map { Array(UnsafeBufferPointer(start: peers[$0].data, count: Int(peers[$0].size))) }
+    }
+
     /// Makes GnuTLS print its own debug log to stderr (MTLS_PROXY_GNUTLS_DEBUG=N).
     static func enableDebugLogFromEnvironment() {
         guard let level = getenv("MTLS_PROXY_GNUTLS_DEBUG").flatMap({ Int32(String(cString: $0)) }) else { return }
