@@ -167,22 +167,19 @@ package final class DirectoryConnection: EventHandler {
         case invalid(String)
     }
 
-    /// Where the first LDAPMessage of the directory's answers ends. A function of the bytes
-    /// alone, so that the fuzz target can drive it.
+    /// Where the first LDAPMessage of the directory's answers ends: the relay's framing
+    /// rule (LDAPMessageFramer), with the directory client's own size limit. A function
+    /// of the bytes alone, so that the fuzz target can drive it.
     package static func frame(_ input: [UInt8]) -> Frame {
-        guard input.count >= 2 else { return .incomplete }
-        guard input[0] == 0x30 else { return .invalid("not LDAP from the directory") }
-        var header = 2, length = Int(input[1])
-        if input[1] & 0x80 != 0 {
-            let count = Int(input[1] & 0x7f)
-            guard count >= 1 && count <= 4 else { return .invalid("bad BER length from the directory") }  // 0x80: indefinite
-            guard input.count >= 2 + count else { return .incomplete }
-            length = input[2..<2 + count].reduce(0) { $0 << 8 | Int($1) }
-            header += count
+        switch LDAPMessageFramer.header(of: input) {
+        case .incomplete:
+            return .incomplete
+        case .notLDAP:
+            return .invalid(input[0] == 0x30 ? "bad BER length from the directory" : "not LDAP from the directory")
+        case .message(let header, let content):
+            guard content <= maxMessageBytes else { return .invalid("oversize LDAP message from the directory") }
+            return input.count >= header + content ? .message(length: header + content) : .incomplete
         }
-        guard length <= maxMessageBytes else { return .invalid("oversize LDAP message from the directory") }
-        guard input.count >= header + length else { return .incomplete }
-        return .message(length: header + length)
     }
 
     private func handle(_ response: LDAPMessages.Response) {
