@@ -1,4 +1,3 @@
-import CGnuTLSShim
 import Glibc
 
 /// What one directory search found.
@@ -122,22 +121,22 @@ package final class DirectoryConnection: EventHandler {
 
     private func writeAll() {
         while !output.isEmpty && fd >= 0 {
-            let n = output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n > 0 { output.removeFirst(n); continue }
-            if n < 0 && errno == EAGAIN { return }
-            if n < 0 && errno == EINTR { continue }
-            return fail("lost the directory connection")
+            switch SocketIO.send(fd, output) {
+            case .moved(let n): output.removeFirst(n)
+            case .wouldBlock: return
+            case .closed, .failed: return fail("lost the directory connection")
+            }
         }
     }
 
     private func readAll() {
         var chunk = [UInt8](repeating: 0, count: 65536)
-        while fd >= 0 {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { input.append(contentsOf: chunk[0..<n]); continue }
-            if n < 0 && errno == EAGAIN { break }
-            if n < 0 && errno == EINTR { continue }
-            return fail("the directory closed the connection")
+        reading: while fd >= 0 {
+            switch SocketIO.receive(fd, into: &chunk) {
+            case .moved(let n): input.append(contentsOf: chunk[0..<n])
+            case .wouldBlock: break reading
+            case .closed, .failed: return fail("the directory closed the connection")
+            }
         }
         while let message = nextMessage() {
             guard let response = try? LDAPMessages.decode(message) else { return fail("undecodable LDAP message from the directory") }

@@ -56,27 +56,3 @@ enum GnuTLS {
         }
     }
 }
-
-/// Reads a whole file; certificates, keys and CRLs are small enough to hold in memory.
-enum FileBytes {
-    static let limit = 512 << 20
-
-    static func read(_ path: String) throws(SystemError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", context: path) }
-        defer { close(fd) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", context: path)
-            }
-            if n == 0 { break }
-            result.append(contentsOf: chunk[0..<n])
-            guard result.count <= limit else { throw SystemError("read", errno: EFBIG, context: path) }
-        }
-        return result
-    }
-}
