@@ -11,7 +11,9 @@ final class TestCA {
     let subjectKeyID: [UInt8]
     private let digest: gnutls_digest_algorithm_t
 
-    init(name: String, algorithm: gnutls_pk_algorithm_t = GNUTLS_PK_ECDSA, bits: UInt32 = 256, keyUsage: UInt32? = nil) {
+    /// `altNames`: subject alternative names (kind, value) to put in the certificate.
+    init(name: String, algorithm: gnutls_pk_algorithm_t = GNUTLS_PK_ECDSA, bits: UInt32 = 256, keyUsage: UInt32? = nil,
+         altNames: [(gnutls_x509_subject_alt_name_t, String)] = []) {
         var key: gnutls_x509_privkey_t?
         gnutls_x509_privkey_init(&key)
         let generated = gnutls_x509_privkey_generate(key, algorithm, bits, 0)
@@ -35,6 +37,11 @@ final class TestCA {
         gnutls_x509_crt_set_basic_constraints(cert, 1, -1)
         gnutls_x509_crt_set_key_usage(cert, keyUsage ?? UInt32(GNUTLS_KEY_KEY_CERT_SIGN | GNUTLS_KEY_CRL_SIGN))
         gnutls_x509_crt_set_subject_key_id(cert, id, id.count)
+        for (index, (kind, value)) in altNames.enumerated() {
+            let set = gnutls_x509_crt_set_subject_alt_name(
+                cert, kind, value, UInt32(value.utf8.count), UInt32(index == 0 ? GNUTLS_FSAN_SET : GNUTLS_FSAN_APPEND))
+            precondition(set == 0, "alt name: \(GnuTLS.describe(set))")
+        }
         digest = algorithm == GNUTLS_PK_EDDSA_ED25519 ? GNUTLS_DIG_SHA512 : GNUTLS_DIG_SHA256
         let signed = gnutls_x509_crt_sign2(cert, cert, key, digest, 0)
         precondition(signed == 0, "sign: \(GnuTLS.describe(signed))")
@@ -52,6 +59,12 @@ final class TestCA {
     }
 
     var info: CertificateInfo { CertificateInfo(cert) }
+
+    var pem: [UInt8] {
+        var out = gnutls_datum_t()
+        gnutls_x509_crt_export2(cert, GNUTLS_X509_FMT_PEM, &out)
+        return GnuTLS.takeBytes(&out)
+    }
 
     /// A CRL of this CA revoking `serials`, DER.
     func crl(revoking serials: [[UInt8]], thisUpdate: Int, nextUpdate: Int?, number: [UInt8]? = [0x07],

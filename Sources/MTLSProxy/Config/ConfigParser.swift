@@ -6,7 +6,7 @@ public enum ConfigParser {
     public static func parse(text: String, path: String?) throws(ConfigError) -> ProxyConfig {
         var config = ProxyConfig()
         config.sourcePath = path
-        let baseDir = path.map(directoryOf) ?? ""
+        let baseDir = path.map(FilePath.parent(of:)) ?? ""
         var current: ListenerConfig?
         var seenKeys: Set<String> = []
 
@@ -232,11 +232,6 @@ public enum ConfigParser {
             previous = line[index]
         }
         return line
-    }
-
-    static func directoryOf(_ path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }
 

@@ -1,6 +1,3 @@
-import CGnuTLSShim
-import Glibc
-
 /// What a certificate needs for the directory check: its DER, and the values a
 /// `cert_map_filter` template may use.
 struct DirectoryLookup: Sendable {
@@ -11,32 +8,16 @@ struct DirectoryLookup: Sendable {
     var email: String
     var serial: String
 
-    /// Reads the client's end-entity certificate from a session.
-    init?(session: gnutls_session_t, identity: PeerIdentity) {
-        var count: UInt32 = 0
-        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else { return nil }
-        certificate = Array(UnsafeBufferPointer(start: peers[0].data, count: Int(peers[0].size)))
+    /// The client's end-entity certificate: its DER, and the mapping values of its leaf
+    /// (empty when the leaf does not import) next to those of the verified identity.
+    init(chain: PeerChain, identity: PeerIdentity) {
+        certificate = chain.der[0]
         subject = identity.subject
         cn = identity.commonName ?? ""
         serial = identity.serialHex
-        uid = ""
-        email = ""
-        var cert: gnutls_x509_crt_t?
-        gnutls_x509_crt_init(&cert)
-        guard let cert else { return }
-        defer { gnutls_x509_crt_deinit(cert) }
-        var datum = peers[0]
-        guard gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) == 0 else { return }
-        let names = CertificateNames(cert, subject: subject)
-        uid = Self.attribute(cert, oid: "0.9.2342.19200300.100.1.1") ?? ""
-        email = names.email.first ?? Self.attribute(cert, oid: "1.2.840.113549.1.9.1") ?? ""
-    }
-
-    private static func attribute(_ cert: gnutls_x509_crt_t, oid: String) -> String? {
-        var buffer = [UInt8](repeating: 0, count: 1024)
-        var size = buffer.count
-        guard gnutls_x509_crt_get_dn_by_oid(cert, oid, 0, 0, &buffer, &size) >= 0 else { return nil }
-        return String(decoding: buffer[0..<min(size, buffer.count)].prefix(while: { $0 != 0 }), as: UTF8.self)
+        let leaf = chain.leaf
+        uid = leaf?.uid ?? ""
+        email = leaf?.email ?? ""
     }
 
     /// Fills a cert_map_filter template; every value is escaped per RFC 4515 first, so a

@@ -1,4 +1,3 @@
-import CGnuTLSShim
 import Glibc
 
 /// What one directory search found.
@@ -122,22 +121,22 @@ package final class DirectoryConnection: EventHandler {
 
     private func writeAll() {
         while !output.isEmpty && fd >= 0 {
-            let n = output.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if n > 0 { output.removeFirst(n); continue }
-            if n < 0 && errno == EAGAIN { return }
-            if n < 0 && errno == EINTR { continue }
-            return fail("lost the directory connection")
+            switch SocketIO.send(fd, output) {
+            case .moved(let n): output.removeFirst(n)
+            case .wouldBlock: return
+            case .closed, .failed: return fail("lost the directory connection")
+            }
         }
     }
 
     private func readAll() {
         var chunk = [UInt8](repeating: 0, count: 65536)
-        while fd >= 0 {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { input.append(contentsOf: chunk[0..<n]); continue }
-            if n < 0 && errno == EAGAIN { break }
-            if n < 0 && errno == EINTR { continue }
-            return fail("the directory closed the connection")
+        reading: while fd >= 0 {
+            switch SocketIO.receive(fd, into: &chunk) {
+            case .moved(let n): input.append(contentsOf: chunk[0..<n])
+            case .wouldBlock: break reading
+            case .closed, .failed: return fail("the directory closed the connection")
+            }
         }
         while let message = nextMessage() {
             guard let response = try? LDAPMessages.decode(message) else { return fail("undecodable LDAP message from the directory") }
@@ -167,22 +166,19 @@ package final class DirectoryConnection: EventHandler {
         case invalid(String)
     }
 
-    /// Where the first LDAPMessage of the directory's answers ends. A function of the bytes
-    /// alone, so that the fuzz target can drive it.
+    /// Where the first LDAPMessage of the directory's answers ends: the relay's framing
+    /// rule (LDAPMessageFramer), with the directory client's own size limit. A function
+    /// of the bytes alone, so that the fuzz target can drive it.
     package static func frame(_ input: [UInt8]) -> Frame {
-        guard input.count >= 2 else { return .incomplete }
-        guard input[0] == 0x30 else { return .invalid("not LDAP from the directory") }
-        var header = 2, length = Int(input[1])
-        if input[1] & 0x80 != 0 {
-            let count = Int(input[1] & 0x7f)
-            guard count >= 1 && count <= 4 else { return .invalid("bad BER length from the directory") }  // 0x80: indefinite
-            guard input.count >= 2 + count else { return .incomplete }
-            length = input[2..<2 + count].reduce(0) { $0 << 8 | Int($1) }
-            header += count
+        switch LDAPMessageFramer.header(of: input) {
+        case .incomplete:
+            return .incomplete
+        case .notLDAP:
+            return .invalid(input[0] == 0x30 ? "bad BER length from the directory" : "not LDAP from the directory")
+        case .message(let header, let content):
+            guard content <= maxMessageBytes else { return .invalid("oversize LDAP message from the directory") }
+            return input.count >= header + content ? .message(length: header + content) : .incomplete
         }
-        guard length <= maxMessageBytes else { return .invalid("oversize LDAP message from the directory") }
-        guard input.count >= header + length else { return .incomplete }
-        return .message(length: header + length)
     }
 
     private func handle(_ response: LDAPMessages.Response) {

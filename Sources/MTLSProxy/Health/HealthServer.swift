@@ -1,4 +1,3 @@
-import CGnuTLSShim
 import Glibc
 import Logging
 import Prometheus
@@ -108,18 +107,16 @@ final class HealthConnection: EventHandler {
 
     private func readRequest() {
         var chunk = [UInt8](repeating: 0, count: 2048)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
+        reading: while true {
+            switch SocketIO.receive(fd, into: &chunk) {
+            case .moved(let n):
                 request.append(contentsOf: chunk[0..<n])
                 if request.count > HealthServer.maxRequestBytes {
                     return reply(HTTPResponse(status: 431, contentType: "text/plain", body: "request too large\n"))
                 }
-                continue
+            case .wouldBlock: break reading
+            case .closed, .failed: return finish()
             }
-            if n == 0 { return finish() }
-            if errno == EAGAIN { break }
-            if errno != EINTR { return finish() }
         }
         let parsed = HTTPRequestHead.parse(request)
         if parsed != .incomplete { reply(server.respond(to: parsed)) }
@@ -133,11 +130,11 @@ final class HealthConnection: EventHandler {
 
     private func writeResponse() {
         while sent < response.count {
-            let n = response.withUnsafeBytes { send(fd, $0.baseAddress! + sent, $0.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n > 0 { sent += n; continue }
-            if n < 0 && errno == EAGAIN { return }
-            if n < 0 && errno == EINTR { continue }
-            return finish()
+            switch SocketIO.send(fd, response, from: sent) {
+            case .moved(let n): sent += n
+            case .wouldBlock: return
+            case .closed, .failed: return finish()
+            }
         }
         linger()
     }
@@ -156,10 +153,11 @@ final class HealthConnection: EventHandler {
     private func drain() {
         var scratch = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 { continue }
-            if n < 0 && (errno == EAGAIN || errno == EINTR) { return }
-            return finish()
+            switch SocketIO.receive(fd, into: &scratch) {
+            case .moved: continue
+            case .wouldBlock: return
+            case .closed, .failed: return finish()
+            }
         }
     }
 

@@ -27,33 +27,64 @@ package struct LDAPMessageFramer: Equatable {
     package var isAtBoundary: Bool { state == .tag }
     package var isBroken: Bool { state == .broken }
 
-    /// Advances over bytes of the stream.
-    package mutating func advance(_ bytes: UnsafeRawBufferPointer) {
+    /// Advances over bytes of the stream. Generic over the byte collection, so that the
+    /// relay can hand it its raw buffer memory and others an array; specialised by the
+    /// compiler within the module.
+    package mutating func advance<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes) where Bytes.Index == Int {
         _ = consume(bytes, stopAtBoundary: false)
     }
 
     /// How many of `bytes` (the next bytes of the stream) finish the message in flight:
     /// 0 at a boundary, nil when `bytes` end before the message does or the stream is
     /// not LDAP. Does not change the framer.
-    package func bytesToBoundary(in bytes: UnsafeRawBufferPointer) -> Int? {
+    package func bytesToBoundary<Bytes: RandomAccessCollection<UInt8>>(in bytes: Bytes) -> Int? where Bytes.Index == Int {
         if isAtBoundary { return 0 }
         var probe = self
         let used = probe.consume(bytes, stopAtBoundary: true)
         return probe.isAtBoundary ? used : nil
     }
 
+    /// The header of the message that starts `bytes` (which start at a boundary), by the
+    /// same rule as the stream: for a reader that holds whole messages (the directory
+    /// client). Whether the message is complete is `bytes.count >= header + content`.
+    package enum Header: Equatable {
+        /// The tag and length are not all there yet.
+        case incomplete
+        case message(headerLength: Int, contentLength: Int)
+        /// Another tag than SEQUENCE, an indefinite or over-long length form, or a length
+        /// above `maxMessageLength`.
+        case notLDAP
+    }
+
+    package static func header<Bytes: RandomAccessCollection<UInt8>>(of bytes: Bytes) -> Header where Bytes.Index == Int {
+        var framer = LDAPMessageFramer()
+        // Byte by byte until the length is known: at most 6 steps.
+        for used in stride(from: 1, through: min(bytes.count, 6), by: 1) {
+            _ = framer.consume(bytes[bytes.startIndex + used - 1..<bytes.startIndex + used], stopAtBoundary: true)
+            switch framer.state {
+            case .broken: return .notLDAP
+            case .tag: return .message(headerLength: used, contentLength: 0)
+            case .content(let remaining): return .message(headerLength: used, contentLength: remaining)
+            case .firstLengthByte, .longLength: continue
+            }
+        }
+        return .incomplete
+    }
+
     /// Consumes bytes; with `stopAtBoundary`, stops at the first message end reached.
-    private mutating func consume(_ bytes: UnsafeRawBufferPointer, stopAtBoundary: Bool) -> Int {
+    private mutating func consume<Bytes: RandomAccessCollection<UInt8>>(_ bytes: Bytes, stopAtBoundary: Bool) -> Int
+    where Bytes.Index == Int {
         var index = 0
+        let start = bytes.startIndex
         while index < bytes.count {
             switch state {
             case .broken:
                 return bytes.count
             case .tag:
-                state = bytes[index] == 0x30 ? .firstLengthByte : .broken
+                state = bytes[start + index] == 0x30 ? .firstLengthByte : .broken
                 index += 1
             case .firstLengthByte:
-                let byte = Int(bytes[index])
+                let byte = Int(bytes[start + index])
                 index += 1
                 if byte < 0x80 {
                     state = byte == 0 ? .tag : .content(remaining: byte)
@@ -63,7 +94,7 @@ package struct LDAPMessageFramer: Equatable {
                     state = .longLength(remaining: byte & 0x7f, value: 0)
                 }
             case .longLength(let remaining, let value):
-                let length = value << 8 | Int(bytes[index])
+                let length = value << 8 | Int(bytes[start + index])
                 index += 1
                 if remaining > 1 {
                     state = .longLength(remaining: remaining - 1, value: length)

@@ -55,7 +55,6 @@ package enum LDAPMessages {
         /// The protocolOp's APPLICATION tag: 1 BindResponse, 4 SearchResultEntry, 5 SearchResultDone.
         package var operation: UInt
         package var resultCode: Int?
-        package var entryDN: String?
         /// Values of the entry's attributes, all attributes together.
         package var values: [[UInt8]] = []
     }
@@ -76,10 +75,8 @@ package enum LDAPMessages {
             if let code = fieldIterator.next(), case .primitive(let bytes) = code.content {
                 response.resultCode = bytes.reduce(0) { $0 << 8 | Int($1) }
             }
-        case 4:  // SearchResultEntry: objectName, attributes
-            if let name = fieldIterator.next(), case .primitive(let bytes) = name.content {
-                response.entryDN = String(decoding: bytes, as: UTF8.self)
-            }
+        case 4:  // SearchResultEntry: objectName (not needed: the values decide), attributes
+            _ = fieldIterator.next()
             if let attributes = fieldIterator.next(), case .constructed(let list) = attributes.content {
                 for attribute in list {
                     guard case .constructed(let pair) = attribute.content else { continue }

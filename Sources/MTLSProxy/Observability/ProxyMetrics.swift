@@ -9,7 +9,6 @@ public enum ConnectionEnd: String, Sendable, CaseIterable {
     case handshakeTimeout = "handshake_timeout"
     case idleTimeout = "idle_timeout"
     case backendUnavailable = "backend_unavailable"
-    case connectTimeout = "connect_timeout"
     /// Over max_connections.
     case overLimit = "over_limit"
     /// Reset, protocol error or another I/O failure mid-stream.

@@ -30,6 +30,8 @@ final class ClientConnection: EventHandler {
     private var lastActivity: UInt64 = 0
     /// A close waiting for the LDAP message in flight to the client (closeWithNotice).
     private var closing: (end: ConnectionEnd, detail: String, deadline: UInt64)?
+    /// The certificates the client sent, read once from the session.
+    private var peerChain: PeerChain?
     /// The verified chain, by which live revocation finds this connection.
     private(set) var chain: [ChainLink] = []
     /// With verify_cert_in_directory: what the background re-check asks about.
@@ -88,9 +90,15 @@ final class ClientConnection: EventHandler {
         guard let tls else { return false }
         verified = true
         report.noteSession(tls)
-        let result = worker.verificationCache.verify(session: tls.handle, trust: trust)
+        guard let peer = PeerChain(session: tls.handle) else {
+            report.refusal = .noCertificate
+            tls.sendAlert(.noCertificate)
+            return false
+        }
+        let result = worker.verificationCache.verify(chain: peer, session: tls.handle, trust: trust)
         report.identity = result.identity
         chain = result.chain
+        peerChain = peer
         for adoption in result.adoptions { listener.announce(adoption) }
         guard let reason = result.refusal else { return true }
         report.refusal = reason
@@ -115,9 +123,10 @@ final class ClientConnection: EventHandler {
     /// Does the user's entry hold exactly this certificate? Nothing reaches the backend
     /// until the directory has said yes.
     private func startDirectoryCheck(_ tls: TLSSession, now: UInt64) {
-        guard let identity = report.identity, let lookup = DirectoryLookup(session: tls.handle, identity: identity) else {
+        guard let identity = report.identity, let peerChain else {
             return deny(.directoryUnavailable, detail: "cannot read the client certificate")
         }
+        let lookup = DirectoryLookup(chain: peerChain, identity: identity)
         directoryLookup = lookup
         enter(.checkingDirectory, until: now + listener.config.directoryTimeoutNanos + 500_000_000)
         worker.directoryChecker(for: listener).check(lookup, generation: trust.generation) { [self] verdict in

@@ -15,8 +15,7 @@ final class InotifyWatch {
     static let parentEvents = UInt32(IN_CREATE | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB)
 
     init() throws(SystemError) {
-        fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
-        guard fd >= 0 else { throw SystemError("inotify_init1") }
+        fd = try Inotify.open()
     }
 
     deinit { close(fd) }
@@ -29,53 +28,30 @@ final class InotifyWatch {
         for (index, listener) in listeners.enumerated() {
             if let dir = listener.crlDir {
                 add(dir, mask: Self.folderEvents, listener: index, names: nil)
-                add(parent(of: dir), mask: Self.parentEvents, listener: index, names: [basename(of: dir)])
+                add(FilePath.parent(of: dir), mask: Self.parentEvents, listener: index, names: [FilePath.lastComponent(of: dir)])
             }
             for file in [listener.cert!, listener.key!, listener.caBundle!] {
-                add(parent(of: file), mask: Self.parentEvents, listener: index, names: [basename(of: file)])
+                add(FilePath.parent(of: file), mask: Self.parentEvents, listener: index, names: [FilePath.lastComponent(of: file)])
             }
         }
     }
 
     private func add(_ path: String, mask: UInt32, listener: Int, names: Set<String>?) {
-        let wd = inotify_add_watch(fd, path, mask)
-        guard wd >= 0 else { return }  // a missing folder: the periodic rescan still sees it appear
+        // A missing folder: the periodic rescan still sees it appear.
+        guard let wd = Inotify.addWatch(fd, path: path, mask: mask) else { return }
         targets[wd, default: []].append((listener, names))
     }
 
     /// Reads what is pending; returns the listeners concerned.
     func drain() -> Set<Int> {
         var touched = Set<Int>()
-        let capacity = 16 * 1024
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 8)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(fd, buffer, capacity)
-            if n <= 0 { break }
-            var offset = 0
-            // inotify_event ends in a flexible name array: read the fixed part by offset.
-            while offset + 16 <= n {
-                let wd = buffer.load(fromByteOffset: offset, as: Int32.self)
-                let length = Int(buffer.load(fromByteOffset: offset + 12, as: UInt32.self))
-                let nameBytes = UnsafeRawBufferPointer(start: buffer + offset + 16, count: length)
-                let name = String(decoding: nameBytes.prefix(while: { $0 != 0 }), as: UTF8.self)
-                for target in targets[wd] ?? [] where target.names == nil || target.names!.contains(name) || name.isEmpty {
-                    touched.insert(target.listener)
-                }
-                offset += 16 + length
+        for event in Inotify.readPending(fd) {
+            for target in targets[event.watch] ?? []
+            where target.names == nil || target.names!.contains(event.name) || event.name.isEmpty {
+                touched.insert(target.listener)
             }
         }
         return touched
-    }
-
-    private func parent(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
-
-    private func basename(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return path }
-        return String(path[path.index(after: slash)...])
     }
 }
 

@@ -40,6 +40,13 @@ enum GnuTLS {
         String(decoding: takeBytes(&datum), as: UTF8.self)
     }
 
+    /// The DER of every certificate the peer sent, leaf first; nil when it sent none.
+    static func peerCertificates(_ session: gnutls_session_t) -> [[UInt8]]? {
+        var count: UInt32 = 0
+        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else { return nil }
+        return (0..<Int(count)).map { Array(UnsafeBufferPointer(start: peers[$0].data, count: Int(peers[$0].size))) }
+    }
+
     /// Makes GnuTLS print its own debug log to stderr (MTLS_PROXY_GNUTLS_DEBUG=N).
     static func enableDebugLogFromEnvironment() {
         guard let level = getenv("MTLS_PROXY_GNUTLS_DEBUG").flatMap({ Int32(String(cString: $0)) }) else { return }
@@ -47,29 +54,5 @@ enum GnuTLS {
         gnutls_global_set_log_function { level, message in
             if let message { StandardError.write("gnutls[\(level)]: \(String(cString: message))") }
         }
-    }
-}
-
-/// Reads a whole file; certificates, keys and CRLs are small enough to hold in memory.
-enum FileBytes {
-    static let limit = 512 << 20
-
-    static func read(_ path: String) throws(SystemError) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", context: path) }
-        defer { close(fd) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read", context: path)
-            }
-            if n == 0 { break }
-            result.append(contentsOf: chunk[0..<n])
-            guard result.count <= limit else { throw SystemError("read", errno: EFBIG, context: path) }
-        }
-        return result
     }
 }

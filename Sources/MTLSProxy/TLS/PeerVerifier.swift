@@ -14,6 +14,8 @@ enum PeerVerifier {
     struct Result {
         var identity: PeerIdentity?
         var refusal: RefusalReason?
+        /// What the client sent (nil when it sent no certificate).
+        var peer: PeerChain?
         /// Every certificate of the chain, for revoking live connections later.
         var chain: [ChainLink] = []
         /// Wall-clock second until which an acceptance stays true for the same state.
@@ -22,41 +24,11 @@ enum PeerVerifier {
         var adoptions: [ClientIssuers.Adoption] = []
     }
 
-    /// The DER of every certificate the client sent, each behind its length: the key of
-    /// the verification cache (exact bytes, so no collision can alias two chains).
-    static func chainKey(session: gnutls_session_t) -> [UInt8]? {
-        var count: UInt32 = 0
-        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else { return nil }
-        var key: [UInt8] = []
-        for i in 0..<Int(count) {
-            let size = Int(peers[i].size)
-            key.reserveCapacity(key.count + size + 4)
-            withUnsafeBytes(of: UInt32(size).bigEndian) { key.append(contentsOf: $0) }
-            key.append(contentsOf: UnsafeBufferPointer(start: peers[i].data, count: size))
-        }
-        return key
-    }
-
-    static func verify(session: gnutls_session_t, trust: TrustState) -> Result {
-        var count: UInt32 = 0
-        guard let peers = gnutls_certificate_get_peers(session, &count), count > 0 else {
-            return Result(identity: nil, refusal: .noCertificate)
-        }
-        var sent: [SentCertificate] = []
-        var names: CertificateNames?
-        for i in 0..<Int(count) {
-            var cert: gnutls_x509_crt_t?
-            gnutls_x509_crt_init(&cert)
-            guard let cert else { break }
-            var datum = peers[i]
-            if gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) == 0 {
-                let info = CertificateInfo(cert)
-                if i == 0 && !trust.allowList.isEmpty { names = CertificateNames(cert, subject: info.subject) }
-                sent.append(SentCertificate(info: info, der: Array(UnsafeBufferPointer(start: peers[i].data, count: Int(peers[i].size)))))
-            }
-            gnutls_x509_crt_deinit(cert)
-        }
-        guard let leaf = sent.first?.info else { return Result(identity: nil, refusal: .badCertificate) }
+    /// Verifies `chain`, the certificates the peer of `session` sent (GnuTLS's own
+    /// verification of the session still runs: it checks signatures and purposes).
+    static func verify(chain: PeerChain, session: gnutls_session_t, trust: TrustState) -> Result {
+        let sent = chain.certificates
+        guard let leaf = sent.first?.info else { return Result(identity: nil, refusal: .badCertificate, peer: chain) }
         let identity = PeerIdentity(
             subject: leaf.subject, issuer: leaf.issuer, serialHex: leaf.serialHex, commonName: leaf.commonName)
 
@@ -70,7 +42,7 @@ enum PeerVerifier {
                 size: 0)
             return gnutls_certificate_verify_peers(session, &purpose, 1, &status)
         }
-        if rc < 0 { return Result(identity: identity, refusal: .badCertificate) }
+        if rc < 0 { return Result(identity: identity, refusal: .badCertificate, peer: chain) }
 
         let path = ChainPath.walk(leaf: leaf, sent: sent, trust: trust)
         if status & GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue != 0, path.anchored, !path.caFromClient.isEmpty {
@@ -94,8 +66,12 @@ enum PeerVerifier {
         let now = wallClockSeconds()
         var refusal = VerificationPolicy.decide(
             chainStatus: status, chain: path.links, crls: trust, policy: trust.crlPolicy, now: now)
-        if refusal == nil, let names, !trust.allowList.permits(names) { refusal = .notAllowed }
-        var result = Result(identity: identity, refusal: refusal, chain: path.links)
+        // The names of the first certificate sent, as long as it imported (only then is
+        // it the leaf verified above).
+        if refusal == nil, !trust.allowList.isEmpty, let names = chain.leaf?.names, !trust.allowList.permits(names) {
+            refusal = .notAllowed
+        }
+        var result = Result(identity: identity, refusal: refusal, peer: chain, chain: path.links)
         result.adoptions = adoptions
         result.validUntil = validUntil(sent: sent.map(\.info), chain: path.links, trust: trust, now: now)
         return result

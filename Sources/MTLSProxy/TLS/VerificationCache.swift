@@ -15,19 +15,16 @@ final class VerificationCache {
 
     static let capacity = 8192
     private var entries: [[UInt8]: Entry] = [:]
-    private(set) var hits = 0
-    private(set) var misses = 0
 
-    func verify(session: gnutls_session_t, trust: TrustState) -> PeerVerifier.Result {
-        guard let key = PeerVerifier.chainKey(session: session) else {
-            return PeerVerifier.Result(identity: nil, refusal: .noCertificate)
-        }
+    /// The verification of `chain`, which the peer of `session` sent. A hit costs the
+    /// lookup of `chain.cacheKey` only: no certificate of the chain is imported.
+    func verify(chain: PeerChain, session: gnutls_session_t, trust: TrustState) -> PeerVerifier.Result {
+        let key = chain.cacheKey
         if let entry = entries[key], entry.generation == trust.generation, wallClockSeconds() < entry.validUntil {
-            hits += 1
-            return PeerVerifier.Result(identity: entry.identity, refusal: nil, chain: entry.chain, validUntil: entry.validUntil)
+            return PeerVerifier.Result(
+                identity: entry.identity, refusal: nil, peer: chain, chain: entry.chain, validUntil: entry.validUntil)
         }
-        misses += 1
-        let result = PeerVerifier.verify(session: session, trust: trust)
+        let result = PeerVerifier.verify(chain: chain, session: session, trust: trust)
         if result.refusal == nil, let identity = result.identity {
             // Bounded: when full, start over rather than track ages on the hot path.
             if entries.count >= Self.capacity { entries.removeAll(keepingCapacity: true) }

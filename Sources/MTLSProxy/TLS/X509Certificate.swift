@@ -10,7 +10,6 @@ struct CertificateInfo: Sendable {
     var rawSubject: [UInt8]
     var rawIssuer: [UInt8]
     var serial: SerialNumber
-    var notBefore: Int
     var notAfter: Int
     /// The first CN of the subject, for the PROXY protocol header.
     var commonName: String?
@@ -40,7 +39,6 @@ struct CertificateInfo: Sendable {
         } else {
             serial = SerialNumber([])
         }
-        notBefore = gnutls_x509_crt_get_activation_time(cert)
         notAfter = gnutls_x509_crt_get_expiration_time(cert)
         var id = [UInt8](repeating: 0, count: 64)
         var idSize = id.count
@@ -48,11 +46,7 @@ struct CertificateInfo: Sendable {
         if gnutls_x509_crt_get_authority_key_id(cert, &id, &idSize, &critical) == 0 { authorityKeyID = Array(id[0..<idSize]) }
         idSize = id.count
         if gnutls_x509_crt_get_subject_key_id(cert, &id, &idSize, &critical) == 0 { subjectKeyID = Array(id[0..<idSize]) }
-        var cn = [UInt8](repeating: 0, count: 256)
-        var cnSize = cn.count
-        if gnutls_x509_crt_get_dn_by_oid(cert, GNUTLS_OID_X520_COMMON_NAME, 0, 0, &cn, &cnSize) >= 0 {
-            commonName = String(decoding: cn[0..<min(cnSize, cn.count)].prefix(while: { $0 != 0 }), as: UTF8.self)
-        }
+        commonName = DNAttribute.first(cert, oid: GNUTLS_OID_X520_COMMON_NAME)
     }
 
     /// Parses every certificate of a PEM file (or one DER certificate).
@@ -61,8 +55,47 @@ struct CertificateInfo: Sendable {
     }
 }
 
+/// The values of one attribute of a certificate's subject DN, by OID, as text.
+enum DNAttribute {
+    /// Values longer than this are not read (X.520 bounds names far below it).
+    static let maxValueBytes = 1024
+
+    /// Every value of the attribute, in the order of the DN.
+    static func values(_ cert: gnutls_x509_crt_t, oid: String) -> [String] {
+        var values: [String] = []
+        var index: UInt32 = 0
+        while let value = read(cert, oid: oid, index: index) {
+            values.append(value)
+            index += 1
+        }
+        return values
+    }
+
+    static func first(_ cert: gnutls_x509_crt_t, oid: String) -> String? {
+        read(cert, oid: oid, index: 0)
+    }
+
+    /// One value; nil when there is none at `index` (or it is too long to read).
+    private static func read(_ cert: gnutls_x509_crt_t, oid: String, index: UInt32) -> String? {
+        var buffer = [UInt8](repeating: 0, count: maxValueBytes)
+        var size = buffer.count
+        guard gnutls_x509_crt_get_dn_by_oid(cert, oid, index, 0, &buffer, &size) >= 0 else { return nil }
+        return String(decoding: buffer[0..<min(size, buffer.count)].prefix(while: { $0 != 0 }), as: UTF8.self)
+    }
+}
+
 /// Temporary GnuTLS certificate lists, freed when the closure returns.
 enum X509List {
+    /// Imports one DER certificate for `body`; nil when GnuTLS cannot import it.
+    static func withCertificate<R>(der: [UInt8], _ body: (gnutls_x509_crt_t) -> R) -> R? {
+        var cert: gnutls_x509_crt_t?
+        gnutls_x509_crt_init(&cert)
+        guard let cert else { return nil }
+        defer { gnutls_x509_crt_deinit(cert) }
+        let rc = GnuTLS.withDatum(der) { datum in gnutls_x509_crt_import(cert, &datum, GNUTLS_X509_FMT_DER) }
+        return rc == 0 ? body(cert) : nil
+    }
+
     static func withCertificates<R>(
         _ bytes: [UInt8], format: gnutls_x509_crt_fmt_t, _ body: ([gnutls_x509_crt_t]) -> R
     ) throws(GnuTLSError) -> R {
@@ -107,8 +140,8 @@ extension CertificateNames {
     /// Reads the subject's CN and OU values and the DNS, e-mail and URI alternative names.
     init(_ cert: gnutls_x509_crt_t, subject: String) {
         self.subject = subject
-        cn = Self.attribute(cert, oid: GNUTLS_OID_X520_COMMON_NAME)
-        ou = Self.attribute(cert, oid: GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME)
+        cn = DNAttribute.values(cert, oid: GNUTLS_OID_X520_COMMON_NAME)
+        ou = DNAttribute.values(cert, oid: GNUTLS_OID_X520_ORGANIZATIONAL_UNIT_NAME)
         var index: UInt32 = 0
         while true {
             var buffer = [UInt8](repeating: 0, count: 1024)
@@ -125,19 +158,5 @@ extension CertificateNames {
             }
             index += 1
         }
-    }
-
-    private static func attribute(_ cert: gnutls_x509_crt_t, oid: String) -> [String] {
-        var values: [String] = []
-        var index: UInt32 = 0
-        while true {
-            var buffer = [UInt8](repeating: 0, count: 1024)
-            var size = buffer.count
-            let rc = gnutls_x509_crt_get_dn_by_oid(cert, oid, index, 0, &buffer, &size)
-            if rc < 0 { break }
-            values.append(String(decoding: buffer[0..<min(size, buffer.count)].prefix(while: { $0 != 0 }), as: UTF8.self))
-            index += 1
-        }
-        return values
     }
 }

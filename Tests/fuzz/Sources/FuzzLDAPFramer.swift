@@ -1,9 +1,10 @@
 import MTLSProxy
 
 /// The relay's LDAP message framer, fed the stream in uneven chunks, against the
-/// directory client's framing of the same bytes (two implementations of one rule): it
-/// stands at a boundary exactly where a message ends, bytesToBoundary says where the
-/// next one ends, and a stream that is not LDAP leaves it broken.
+/// directory client's framing of the same bytes, whole messages at a time (one header
+/// rule, two ways of following a stream): it stands at a boundary exactly where a
+/// message ends, bytesToBoundary says where the next one ends, and a stream that is not
+/// LDAP leaves it broken.
 func fuzzLDAPFramer(_ data: [UInt8]) {
     // Where messages end, by DirectoryConnection.frame, and how the stream ends.
     var boundaries: Set<Int> = [0]
@@ -17,8 +18,6 @@ func fuzzLDAPFramer(_ data: [UInt8]) {
             boundaries.insert(offset)
             ordered.append(offset)
         case .incomplete:
-            // One byte that cannot start a message is enough for the framer, not for frame().
-            endsBroken = data.count - offset == 1 && data[offset] != 0x30
             break framing
         case .invalid(let why):
             endsBroken = true
