@@ -41,18 +41,42 @@ final class SystemTests: XCTestCase {
         XCTAssertEqual(Inotify.readPending(fd), [Inotify.Event(watch: wd, name: "new.crl")])
     }
 
-    func testSocketIOOnANonBlockingPair() {
+    func testDescriptorIOOnANonBlockingPair() {
         var pair: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue), 0, &pair), 0)
-        defer { close(pair[0]) }
+        let reader = Descriptor(pair[0]), writer = Descriptor(pair[1])
+        defer { reader.close() }
         var buffer = [UInt8](repeating: 0, count: 4)
-        XCTAssertEqual(SocketIO.receive(pair[0], into: &buffer), .wouldBlock)
-        XCTAssertEqual(SocketIO.send(pair[1], Array("xxhello".utf8), from: 2), .moved(5))
-        XCTAssertEqual(SocketIO.receive(pair[0], into: &buffer), .moved(4))
+        XCTAssertEqual(reader.receive(into: &buffer), .wouldBlock)
+        XCTAssertEqual(writer.send(Array("xxhello".utf8), from: 2), .processed(5))
+        XCTAssertEqual(reader.receive(into: &buffer), .processed(4))
         XCTAssertEqual(buffer, Array("hell".utf8))
-        XCTAssertEqual(SocketIO.receive(pair[0], into: &buffer), .moved(1))
-        close(pair[1])
-        XCTAssertEqual(SocketIO.receive(pair[0], into: &buffer), .closed)
-        XCTAssertEqual(SocketIO.send(pair[0], [1]), .failed(EPIPE), "no SIGPIPE: the test process lives on")
+        XCTAssertEqual(reader.receive(into: &buffer), .processed(1))
+        writer.close()
+        writer.close()  // closes once: a second call must not close a reused number
+        XCTAssertEqual(reader.receive(into: &buffer), .closed)
+        XCTAssertEqual(reader.send([1]), .failed(SystemError.describe(EPIPE)), "no SIGPIPE: the test process lives on")
+    }
+
+    /// A short read means the kernel queue was empty: the next read waits for an edge
+    /// instead of costing an EAGAIN system call; after the peer's FIN it reads to EOF.
+    func testStreamSocketSkipsTheReadAfterAShortOne() {
+        var pair: [Int32] = [0, 0]
+        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_NONBLOCK.rawValue), 0, &pair), 0)
+        let socket = StreamSocket(Descriptor(pair[0])), writer = Descriptor(pair[1])
+        defer { socket.descriptor.close() }
+        var buffer = [UInt8](repeating: 0, count: 8)
+        func read() -> IOResult { buffer.withUnsafeMutableBytes { socket.read(into: $0) } }
+        XCTAssertEqual(writer.send([1, 2, 3]), .processed(3))
+        XCTAssertEqual(read(), .processed(3))
+        XCTAssertEqual(writer.send([4]), .processed(1))
+        XCTAssertEqual(read(), .wouldBlock, "no edge seen since the short read")
+        socket.noteEvents(Epoll.input)
+        XCTAssertEqual(read(), .processed(1))
+        XCTAssertEqual(writer.send([5, 6]), .processed(2))
+        writer.close()
+        socket.noteEvents(Epoll.input | Epoll.readHangup)
+        XCTAssertEqual(read(), .processed(2))
+        XCTAssertEqual(read(), .closed, "after the peer's FIN a short read must not hide the EOF")
     }
 }

@@ -24,7 +24,7 @@ package final class DirectoryConnection: EventHandler {
     private let timeoutNanos: UInt64
     private let onStateChange: (Bool) -> Void
     private(set) var state = State.disconnected
-    private var fd: Int32 = -1
+    private var socket: Descriptor?
     private var output: [UInt8] = []
     private var input: [UInt8] = []
     private var nextID = 1
@@ -66,11 +66,11 @@ package final class DirectoryConnection: EventHandler {
         switch Socket.connect(to: address) {
         case .failed:
             fail("connect to the directory failed")
-        case .connected(let fd), .inProgress(let fd):
-            self.fd = fd
+        case .connected(let connecting), .inProgress(let connecting):
+            socket = connecting
             state = .connecting
             connectDeadline = now + timeoutNanos
-            loop.register(fd: fd, events: Epoll.edgeTriggeredBoth, handler: self)
+            loop.register(fd: connecting.raw, events: Epoll.edgeTriggeredBoth, handler: self)
             timer.arm(at: connectDeadline)
         }
     }
@@ -92,7 +92,7 @@ package final class DirectoryConnection: EventHandler {
             }
         }
         if events & (Epoll.input | Epoll.readHangup | Epoll.error | Epoll.hangup) != 0 { readAll() }
-        guard self.fd >= 0 else { return }
+        guard socket != nil else { return }
         writeAll()
     }
 
@@ -120,9 +120,9 @@ package final class DirectoryConnection: EventHandler {
     }
 
     private func writeAll() {
-        while !output.isEmpty && fd >= 0 {
-            switch SocketIO.send(fd, output) {
-            case .moved(let n): output.removeFirst(n)
+        while !output.isEmpty, let socket {
+            switch socket.send(output) {
+            case .processed(let n): output.removeFirst(n)
             case .wouldBlock: return
             case .closed, .failed: return fail("lost the directory connection")
             }
@@ -131,9 +131,9 @@ package final class DirectoryConnection: EventHandler {
 
     private func readAll() {
         var chunk = [UInt8](repeating: 0, count: 65536)
-        reading: while fd >= 0 {
-            switch SocketIO.receive(fd, into: &chunk) {
-            case .moved(let n): input.append(contentsOf: chunk[0..<n])
+        reading: while let socket {
+            switch socket.receive(into: &chunk) {
+            case .processed(let n): input.append(contentsOf: chunk[0..<n])
             case .wouldBlock: break reading
             case .closed, .failed: return fail("the directory closed the connection")
             }
@@ -217,10 +217,10 @@ package final class DirectoryConnection: EventHandler {
     /// Drops the connection and fails everything pending with `why`.
     private func fail(_ why: String) {
         lastFailure = why
-        if fd >= 0 {
-            loop.deregister(fd: fd)
-            close(fd)
-            fd = -1
+        if let socket {
+            loop.deregister(fd: socket.raw)
+            socket.close()
+            self.socket = nil
         }
         state = .disconnected
         retryAfter = monotonicNanos() + backoffNanos

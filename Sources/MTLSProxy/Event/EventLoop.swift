@@ -1,5 +1,3 @@
-import CGnuTLSShim
-import Glibc
 import Synchronization
 
 /// Something that owns a file descriptor registered with an event loop.
@@ -12,11 +10,12 @@ protocol EventHandler: AnyObject {
 /// must be called on that thread.
 final class EventLoop: @unchecked Sendable {  // shared only through execute(), which locks
     let index: Int
-    private let epfd: Int32
-    private let wakeFD: Int32
-    /// Handlers by fd; a registration id in the epoll data lets us drop events that were
-    /// queued for an fd closed and reused within the same batch.
-    private var handlers: [Int32: (id: UInt32, handler: EventHandler)] = [:]
+    private let epoll: EpollSet
+    private let wake: WakeUpSignal
+    /// Handlers by fd (descriptor numbers are small and dense: an array is the fastest
+    /// table). A registration id in the epoll token lets us drop events that were queued
+    /// for an fd closed and reused within the same batch.
+    private var handlers: [(id: UInt32, handler: EventHandler)?] = []
     private var nextRegistrationID: UInt32 = 1
     /// Timers by key while armed (see LoopTimer), and their deadlines in a heap.
     var timers = TimerHeap()
@@ -24,45 +23,38 @@ final class EventLoop: @unchecked Sendable {  // shared only through execute(), 
     private var nextTimerKey: UInt64 = 1
     private let inbox = Mutex<[@Sendable () -> Void]>([])
     private var stopped = false
+    /// The wake-up eventfd's token: registration id 0 is never given to a handler.
+    private var wakeToken: UInt64 { UInt64(UInt32(bitPattern: wake.descriptor.raw)) }
 
     init(index: Int) throws(SystemError) {
         self.index = index
-        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard epfd >= 0 else { throw SystemError("epoll_create1") }
-        wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
-        guard wakeFD >= 0 else { throw SystemError("eventfd") }
-        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: UInt64(UInt32(bitPattern: wakeFD))))
-        epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &event)
-    }
-
-    deinit {
-        close(wakeFD)
-        close(epfd)
+        epoll = try EpollSet()
+        wake = try WakeUpSignal()
+        epoll.add(wake.descriptor.raw, events: Epoll.input, token: wakeToken)
     }
 
     // MARK: - File descriptors
 
+    private static func token(fd: Int32, id: UInt32) -> UInt64 { UInt64(id) << 32 | UInt64(UInt32(bitPattern: fd)) }
+
     func register(fd: Int32, events: UInt32, handler: EventHandler) {
         let id = nextRegistrationID
         nextRegistrationID = nextRegistrationID == UInt32.max ? 1 : nextRegistrationID + 1
-        handlers[fd] = (id, handler)
-        var event = epoll_event(events: events, data: epoll_data_t(u64: UInt64(id) << 32 | UInt64(UInt32(bitPattern: fd))))
-        if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) != 0 {
-            preconditionFailure("epoll_ctl ADD fd \(fd): \(SystemError("epoll_ctl"))")
-        }
+        if Int(fd) >= handlers.count { handlers += Array(repeating: nil, count: Int(fd) + 1 - handlers.count) }
+        handlers[Int(fd)] = (id, handler)
+        epoll.add(fd, events: events, token: Self.token(fd: fd, id: id))
     }
 
     func modify(fd: Int32, events: UInt32) {
-        guard let registration = handlers[fd] else { return }
-        var event = epoll_event(
-            events: events, data: epoll_data_t(u64: UInt64(registration.id) << 32 | UInt64(UInt32(bitPattern: fd))))
-        epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &event)
+        guard Int(fd) < handlers.count, let registration = handlers[Int(fd)] else { return }
+        epoll.modify(fd, events: events, token: Self.token(fd: fd, id: registration.id))
     }
 
     /// Forgets an fd. Call before close(2) so that the kernel set stays in step.
     func deregister(fd: Int32) {
-        guard handlers.removeValue(forKey: fd) != nil else { return }
-        epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
+        guard Int(fd) < handlers.count, handlers[Int(fd)] != nil else { return }
+        handlers[Int(fd)] = nil
+        epoll.remove(fd)
     }
 
     // MARK: - Timers
@@ -80,14 +72,10 @@ final class EventLoop: @unchecked Sendable {  // shared only through execute(), 
         wakeUp()
     }
 
-    func wakeUp() {
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-    }
+    func wakeUp() { wake.signal() }
 
     private func drainInbox() {
-        var counter: UInt64 = 0
-        _ = read(wakeFD, &counter, 8)
+        wake.consume()
         let tasks = inbox.withLock { tasks in
             defer { tasks.removeAll() }
             return tasks
@@ -100,9 +88,6 @@ final class EventLoop: @unchecked Sendable {  // shared only through execute(), 
     func stop() { stopped = true }
 
     func run() {
-        let capacity = 256
-        let events = UnsafeMutablePointer<epoll_event>.allocate(capacity: capacity)
-        defer { events.deallocate() }
         while !stopped {
             var timeout: Int32 = -1
             if let earliest = timers.earliest {
@@ -110,32 +95,13 @@ final class EventLoop: @unchecked Sendable {  // shared only through execute(), 
                 // Round up: waking a millisecond early would only spin.
                 timeout = earliest <= now ? 0 : Int32(min((earliest - now + 999_999) / 1_000_000, 60_000))
             }
-            let count = epoll_wait(epfd, events, Int32(capacity), timeout)
-            if count < 0 {
-                if errno == EINTR { continue }
-                preconditionFailure("epoll_wait: \(SystemError("epoll_wait"))")
-            }
-            for i in 0..<Int(count) {
-                let data = events[i].data.u64
-                let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
-                if fd == wakeFD && data >> 32 == 0 {
-                    drainInbox()
-                    continue
-                }
-                guard let registration = handlers[fd], registration.id == UInt32(data >> 32) else { continue }
-                registration.handler.handleEvent(fd: fd, events: events[i].events)
+            epoll.wait(timeoutMillis: timeout) { token, events in
+                if token == wakeToken { return drainInbox() }
+                let fd = Int(UInt32(truncatingIfNeeded: token))
+                guard fd < handlers.count, let registration = handlers[fd], registration.id == UInt32(token >> 32) else { return }
+                registration.handler.handleEvent(fd: Int32(fd), events: events)
             }
             if !timers.isEmpty { fireTimers(now: monotonicNanos()) }
         }
     }
-}
-
-/// The epoll bits as UInt32, named once.
-enum Epoll {
-    static let input = EPOLLIN.rawValue
-    static let output = EPOLLOUT.rawValue
-    static let hangup = EPOLLHUP.rawValue
-    static let error = EPOLLERR.rawValue
-    static let readHangup = EPOLLRDHUP.rawValue
-    static let edgeTriggeredBoth = EPOLLIN.rawValue | EPOLLOUT.rawValue | EPOLLRDHUP.rawValue | EPOLLET.rawValue
 }

@@ -35,7 +35,7 @@ final class BackendProber {
         let listener: ListenerRuntime
         private unowned let loop: EventLoop
         private let done: (Probe) -> Void
-        private var fd: Int32 = -1
+        private var socket: Descriptor?
         private lazy var timeout = loop.timer { [unowned self] _ in
             self.finish(ok: false, why: "connect timed out after \(ConfigDuration.describe(BackendProber.timeoutNanos))")
         }
@@ -48,28 +48,28 @@ final class BackendProber {
 
         func start(now: UInt64) {
             switch Socket.connect(to: listener.backendAddress) {
-            case .connected(let fd):
-                close(fd)
+            case .connected(let socket):
+                socket.close()
                 finish(ok: true)
             case .failed(let error):
                 finish(ok: false, why: "\(error)")  // out of descriptors shows here, not as the backend's fault
-            case .inProgress(let fd):
-                self.fd = fd
-                loop.register(fd: fd, events: Epoll.output, handler: self)
+            case .inProgress(let socket):
+                self.socket = socket
+                loop.register(fd: socket.raw, events: Epoll.output, handler: self)
                 timeout.arm(at: now + BackendProber.timeoutNanos)
             }
         }
 
         func handleEvent(fd: Int32, events: UInt32) {
             let error = Socket.pendingError(fd)
-            finish(ok: error == 0, why: "connect: \(String(cString: strerror(error)))")
+            finish(ok: error == 0, why: "connect: \(SystemError.describe(error))")
         }
 
         private func finish(ok: Bool, why: String = "") {
-            if fd >= 0 {
-                loop.deregister(fd: fd)
-                close(fd)
-                fd = -1
+            if let socket {
+                loop.deregister(fd: socket.raw)
+                socket.close()
+                self.socket = nil
             }
             timeout.cancel()
             let previous = listener.backendState.exchange(ok ? 1 : 2, ordering: .relaxed)

@@ -37,9 +37,9 @@ final class HealthServer: EventHandler {
         for _ in 0..<16 {
             let result = Socket.accept(fd)
             if case .exhausted(let error) = result { return pause.failed(error) }  // see AcceptPause
-            guard case .accepted(let clientFD, _) = result else { return }
-            let connection = HealthConnection(fd: clientFD, server: self, loop: loop)
-            open[clientFD] = connection
+            guard case .accepted(let socket, _) = result else { return }
+            let connection = HealthConnection(socket: socket, server: self, loop: loop)
+            open[socket.raw] = connection
             connection.start()
         }
     }
@@ -78,7 +78,8 @@ final class HealthServer: EventHandler {
 }
 
 final class HealthConnection: EventHandler {
-    let fd: Int32
+    private let socket: Descriptor
+    var fd: Int32 { socket.raw }
     private unowned let server: HealthServer
     private unowned let loop: EventLoop
     private var request: [UInt8] = []
@@ -87,8 +88,8 @@ final class HealthConnection: EventHandler {
     private var closed = false
     private lazy var timer = loop.timer { [unowned self] now in self.timerFired(now: now) }
 
-    init(fd: Int32, server: HealthServer, loop: EventLoop) {
-        self.fd = fd
+    init(socket: Descriptor, server: HealthServer, loop: EventLoop) {
+        self.socket = socket
         self.server = server
         self.loop = loop
     }
@@ -108,8 +109,8 @@ final class HealthConnection: EventHandler {
     private func readRequest() {
         var chunk = [UInt8](repeating: 0, count: 2048)
         reading: while true {
-            switch SocketIO.receive(fd, into: &chunk) {
-            case .moved(let n):
+            switch socket.receive(into: &chunk) {
+            case .processed(let n):
                 request.append(contentsOf: chunk[0..<n])
                 if request.count > HealthServer.maxRequestBytes {
                     return reply(HTTPResponse(status: 431, contentType: "text/plain", body: "request too large\n"))
@@ -130,8 +131,8 @@ final class HealthConnection: EventHandler {
 
     private func writeResponse() {
         while sent < response.count {
-            switch SocketIO.send(fd, response, from: sent) {
-            case .moved(let n): sent += n
+            switch socket.send(response, from: sent) {
+            case .processed(let n): sent += n
             case .wouldBlock: return
             case .closed, .failed: return finish()
             }
@@ -143,7 +144,7 @@ final class HealthConnection: EventHandler {
     /// oversized request) until it closes, so that it reads the answer instead of a reset.
     private func linger() {
         lingering = true
-        shutdown(fd, Int32(SHUT_WR))
+        socket.shutdownWrite()
         loop.modify(fd: fd, events: Epoll.input)
         timer.cancel()
         timer.arm(at: monotonicNanos() + 1_000_000_000)
@@ -151,14 +152,7 @@ final class HealthConnection: EventHandler {
     }
 
     private func drain() {
-        var scratch = [UInt8](repeating: 0, count: 4096)
-        while true {
-            switch SocketIO.receive(fd, into: &scratch) {
-            case .moved: continue
-            case .wouldBlock: return
-            case .closed, .failed: return finish()
-            }
-        }
+        if socket.discardInput() != .wouldBlock { finish() }
     }
 
     private func timerFired(now: UInt64) {
@@ -173,7 +167,7 @@ final class HealthConnection: EventHandler {
         closed = true
         timer.cancel()
         loop.deregister(fd: fd)
-        close(fd)
+        socket.close()
         server.closed(self)
     }
 }

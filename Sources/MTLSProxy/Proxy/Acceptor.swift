@@ -27,22 +27,22 @@ final class Acceptor: EventHandler {
                 // Out of descriptors: pausing, not returning, or the level-triggered
                 // socket would wake the loop again at once.
                 return pause.failed(error)
-            case .accepted(let clientFD, let peer):
+            case .accepted(let socket, let peer):
                 guard listener.reserveSlot() else {
-                    refuseOverLimit(clientFD, peer: peer)
+                    refuseOverLimit(socket, peer: peer)
                     continue
                 }
-                Socket.setNoDelay(clientFD)
+                Socket.setNoDelay(socket.raw)
                 let connection = ClientConnection(
-                    socket: Descriptor(clientFD), peer: peer, listener: listener, trust: listener.trust, worker: worker)
+                    socket: socket, peer: peer, listener: listener, trust: listener.trust, worker: worker)
                 worker.live.adopt(connection)
                 connection.start()
             }
         }
     }
 
-    private func refuseOverLimit(_ clientFD: Int32, peer: SocketAddress) {
-        close(clientFD)
+    private func refuseOverLimit(_ socket: Descriptor, peer: SocketAddress) {
+        socket.close()
         listener.metrics.connections[.overLimit]?.increment()
         overLimitLog.refused(peer)
     }

@@ -26,10 +26,10 @@ struct BackendDial {
 
     mutating func attempt(now: UInt64, log: (String) -> Void) -> Step {
         switch Socket.connect(to: address) {
-        case .connected(let fd):
-            return .connected(StreamSocket(Descriptor(fd)))
-        case .inProgress(let fd):
-            return .inProgress(StreamSocket(Descriptor(fd)))
+        case .connected(let socket):
+            return .connected(StreamSocket(socket))
+        case .inProgress(let socket):
+            return .inProgress(StreamSocket(socket))
         case .failed(let error):
             if Socket.isResourceShortage(error.errno) && now + Self.retryNanos < deadline {
                 if !waitingForDescriptor {

@@ -100,6 +100,19 @@ final class Descriptor {
     }
 }
 
+extension Descriptor {
+    /// Receives into `buffer` from its start, at most `buffer.count` bytes.
+    func receive(into buffer: inout [UInt8]) -> IOResult {
+        buffer.withUnsafeMutableBytes { receive(into: $0) }
+    }
+
+    /// Sends `bytes` from `offset` on.
+    func send(_ bytes: [UInt8], from offset: Int = 0) -> IOResult {
+        precondition(offset < bytes.count, "nothing to send")
+        return bytes.withUnsafeBytes { send(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+    }
+}
+
 /// A connected stream socket, edge-triggered in an event loop, that remembers when the
 /// kernel has nothing more for it.
 ///

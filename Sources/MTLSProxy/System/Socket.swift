@@ -32,7 +32,7 @@ enum Socket {
     }
 
     enum AcceptResult {
-        case accepted(fd: Int32, peer: SocketAddress)
+        case accepted(Descriptor, peer: SocketAddress)
         case wouldBlock
         /// Out of descriptors or memory: stop accepting for a moment.
         case exhausted(SystemError)
@@ -54,7 +54,7 @@ enum Socket {
                 shim_accept4(listenFD, $0, &length, Int32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue))
             }
         }
-        if fd >= 0 { return .accepted(fd: fd, peer: SocketAddress(storage: storage, length: length)) }
+        if fd >= 0 { return .accepted(Descriptor(fd), peer: SocketAddress(storage: storage, length: length)) }
         switch errno {
         case EAGAIN, EWOULDBLOCK: return .wouldBlock
         case let error where isResourceShortage(error): return .exhausted(SystemError("accept4"))
@@ -63,8 +63,8 @@ enum Socket {
     }
 
     enum ConnectResult {
-        case connected(Int32)
-        case inProgress(Int32)
+        case connected(Descriptor)
+        case inProgress(Descriptor)
         case failed(SystemError)
     }
 
@@ -74,8 +74,8 @@ enum Socket {
         guard fd >= 0 else { return .failed(SystemError("socket", context: "\(address)")) }
         if address.family != AF_UNIX { setNoDelay(fd) }
         let rc = address.withSockaddr { Glibc.connect(fd, $0, $1) }
-        if rc == 0 { return .connected(fd) }
-        if errno == EINPROGRESS || errno == EAGAIN { return .inProgress(fd) }
+        if rc == 0 { return .connected(Descriptor(fd)) }
+        if errno == EINPROGRESS || errno == EAGAIN { return .inProgress(Descriptor(fd)) }
         let error = SystemError("connect", context: "\(address)")
         close(fd)
         return .failed(error)
