@@ -114,40 +114,29 @@ final class ClientConnection: EventHandler {
         let now = monotonicNanos()
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
-        if listener.config.verifyCertInDirectory { return startDirectoryCheck(tls, now: now) }
+        if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
     }
 
     // MARK: - Directory
 
-    /// Does the user's entry hold exactly this certificate? Nothing reaches the backend
-    /// until the directory has said yes.
-    private func startDirectoryCheck(_ tls: TLSSession, now: UInt64) {
+    /// Nothing reaches the backend until the directory has said yes.
+    private func startDirectoryCheck(now: UInt64) {
         guard let identity = report.identity, let peerChain else {
             return deny(.directoryUnavailable, detail: "cannot read the client certificate")
         }
         let lookup = DirectoryLookup(chain: peerChain, identity: identity)
         directoryLookup = lookup
         enter(.checkingDirectory, until: now + listener.config.directoryTimeoutNanos + 500_000_000)
-        worker.directoryChecker(for: listener).check(lookup, generation: trust.generation) { [self] verdict in
-            self.directoryAnswered(verdict)
-        }
+        DirectoryGate.ask(lookup, listener: listener, worker: worker, generation: trust.generation, peer: report.peer,
+                          subject: identity.subject) { [self] decision in directoryDecided(decision) }
     }
 
-    private func directoryAnswered(_ verdict: DirectoryVerdict) {
+    private func directoryDecided(_ decision: DirectoryGate.Decision) {
         guard phase == .checkingDirectory else { return }
-        switch verdict {
-        case .present:
-            connectBackend(now: monotonicNanos())
-        case .absent(let detail):
-            deny(.notInDirectory, detail: detail)
-        case .unavailable(let why) where listener.config.directoryUnavailable == .allow:
-            listener.logger.warning("directory unavailable, allowing", metadata: [
-                "client": "\(report.peer)", "subject": "\(report.identity?.subject ?? "")", "detail": "\(why)",
-            ])
-            connectBackend(now: monotonicNanos())
-        case .unavailable(let why):
-            deny(.directoryUnavailable, detail: why)
+        switch decision {
+        case .pass: connectBackend(now: monotonicNanos())
+        case .refuse(let reason, let detail): deny(reason, detail: detail)
         }
     }
 
@@ -169,14 +158,10 @@ final class ClientConnection: EventHandler {
 
     private func backendConnected() {
         guard let tls, let backend else { return }
-        var preface: [UInt8] = []
-        if listener.config.proxyProtocol == .v2 {
-            // First bytes to the backend: who the client really is.
-            preface = ProxyProtocolV2.header(
-                client: report.peer.ipBytesAndPort, local: Socket.localAddress(client.raw).ipBytesAndPort,
-                tlsVersion: report.tlsVersion.map { $0.hasPrefix("TLS1") ? "TLSv1" + $0.dropFirst(4) : $0 },
-                commonName: report.identity?.commonName)
-        }
+        // With proxy_protocol = v2, the first bytes to the backend say who the client is.
+        let preface = listener.config.proxyProtocol != .v2 ? [] : ProxyProtocolV2.header(
+            client: report.peer, local: Socket.localAddress(client.raw), tlsVersion: report.tlsVersion,
+            commonName: report.identity?.commonName)
         relay = Relay(client: tls, backend: backend, pool: worker.pool, preface: preface)
         phase = .relaying
         touch()
@@ -215,32 +200,26 @@ final class ClientConnection: EventHandler {
     // MARK: - Events and deadlines
 
     func handleEvent(fd: Int32, events: UInt32) {
-        let readable = events & (Epoll.input | Epoll.readHangup | Epoll.error | Epoll.hangup) != 0
-        let writable = events & (Epoll.output | Epoll.error | Epoll.hangup) != 0
         if fd == client.raw {
             client.noteEvents(events)
             switch phase {
             case .handshaking: driveHandshake()
             case .lingering: drainLingering()
             case .relaying:
-                guard let relay else { return }
-                if readable { relay.clientReadable = true }
-                if writable { relay.clientWritable = true }
-                relayed(relay.pump())
+                relay!.noteClientEvents(events)
+                relayed(relay!.pump())
             case .checkingDirectory, .connecting, .closed: break
             }
         } else if let backend, fd == backend.raw {
             backend.noteEvents(events)
             switch phase {
             case .connecting:
-                guard writable, let dial else { return }
+                guard events & (Epoll.output | Epoll.error | Epoll.hangup) != 0, let dial else { return }
                 if let why = dial.finish(backend, backend: listener.config.backend!) { return backendUnavailable(why) }
                 backendConnected()
             case .relaying:
-                guard let relay else { return }
-                if readable { relay.backendReadable = true }
-                if writable { relay.backendWritable = true }
-                relayed(relay.pump())
+                relay!.noteBackendEvents(events)
+                relayed(relay!.pump())
             default: break
             }
         }
@@ -262,7 +241,8 @@ final class ClientConnection: EventHandler {
             driveHandshake()
             if phase != .handshaking || handshakeYielded { return }
         case .checkingDirectory where now >= deadline:
-            return directoryAnswered(.unavailable("the directory did not answer in time"))
+            return directoryDecided(DirectoryGate.decision(.unavailable("the directory did not answer in time"), listener: listener,
+                                                           peer: report.peer, subject: report.identity?.subject ?? ""))
         case .connecting where now >= deadline:
             return backend == nil ? connectBackend(now: now) : backendUnavailable(dial!.timedOut(backend: listener.config.backend!))
         case .lingering where now >= deadline:

@@ -26,4 +26,11 @@ package enum ProxyProtocolV2 {
     private static func tlv(_ type: UInt8, _ value: [UInt8]) -> [UInt8] {
         [type, UInt8(value.count >> 8), UInt8(value.count & 0xff)] + value
     }
+
+    /// The header for a client at `client`, connected to us at `local`; the TLS version
+    /// as GnuTLS names it ("TLS1.3"), written the way OpenSSL does ("TLSv1.3").
+    static func header(client: SocketAddress, local: SocketAddress, tlsVersion: String?, commonName: String?) -> [UInt8] {
+        header(client: client.ipBytesAndPort, local: local.ipBytesAndPort,
+               tlsVersion: tlsVersion.map { $0.hasPrefix("TLS1") ? "TLSv1" + $0.dropFirst(4) : $0 }, commonName: commonName)
+    }
 }

@@ -49,6 +49,21 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
         if !preface.isEmpty { toBackend.replace(with: preface, pool: pool) }
     }
 
+    /// The loop reported `events` (epoll bits) for the client's or the backend's socket.
+    func noteClientEvents(_ events: UInt32) {
+        if events & Self.readableBits != 0 { clientReadable = true }
+        if events & Self.writableBits != 0 { clientWritable = true }
+    }
+
+    func noteBackendEvents(_ events: UInt32) {
+        if events & Self.readableBits != 0 { backendReadable = true }
+        if events & Self.writableBits != 0 { backendWritable = true }
+    }
+
+    /// An error or hang-up counts as both: the next call says what happened.
+    private static var readableBits: UInt32 { Epoll.input | Epoll.readHangup | Epoll.error | Epoll.hangup }
+    private static var writableBits: UInt32 { Epoll.output | Epoll.error | Epoll.hangup }
+
     /// Stops taking the client's requests, lets the message in flight to the client
     /// finish, then sends `notice` in its place of the stream.
     func closeAtNextBoundary(with notice: [UInt8]) -> Outcome {
