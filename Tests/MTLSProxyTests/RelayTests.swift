@@ -114,8 +114,8 @@ final class RelayTests: XCTestCase {
                 }
             }, until: { $0 == .finished })
             XCTAssertEqual(outcome, .finished, "seed \(seed)")
-            XCTAssertTrue(backend.received == up, "seed \(seed): client to backend lost, doubled or reordered bytes")
-            XCTAssertTrue(client.received == down, "seed \(seed): backend to client lost, doubled or reordered bytes")
+            assertSameBytes(backend.received, up, "seed \(seed): client to backend")
+            assertSameBytes(client.received, down, "seed \(seed): backend to client")
             XCTAssertEqual(backend.receivedAtFinish, up.count, "seed \(seed): FIN before the last bytes")
             XCTAssertEqual(client.receivedAtFinish, down.count, "seed \(seed): close_notify before the last bytes")
             XCTAssertEqual(backend.finishCount, 1, "seed \(seed)")
@@ -145,7 +145,7 @@ final class RelayTests: XCTestCase {
 
         backend.acceptTotal = .max
         drive(relay, rounds: 50)
-        XCTAssertTrue(backend.received == up)
+        assertSameBytes(backend.received, up)
         relay.release()
     }
 
@@ -227,8 +227,7 @@ final class RelayTests: XCTestCase {
             // The message in flight is finished, no further one is started.
             let whole = before == 0 ? 0 : ends.first { $0 >= before }!
             if !ends.contains(before) && before > 0 { sawMidMessage = true }
-            XCTAssertTrue(client.received == Array(stream[0..<whole]) + notice,
-                          "seed \(seed): closed at \(before), client got \(client.received.count) bytes")
+            assertSameBytes(client.received, Array(stream[0..<whole]) + notice, "seed \(seed): closed at \(before)")
             XCTAssertEqual(client.readCount, readFromClient, "seed \(seed): read the client after closing")
             relay.release()
         }

@@ -1,5 +1,6 @@
 import CGnuTLSShim
 import Glibc
+import XCTest
 
 @testable import MTLSProxy
 
@@ -85,7 +86,9 @@ final class TestPKI: @unchecked Sendable {  // immutable after init; shared by t
         var template = Array("/tmp/mtls-proxy-tests-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { preconditionFailure("mkdtemp") }
         folder = String(cString: made)
-        write("server.pem", server.certificatePEM)
+        // Chains of two certificates on both sides: handshake messages of about 1 KB, more
+        // than one small record.
+        write("server.pem", server.certificatePEM + TestLeaf.pem(ca.cert))
         write("server.key", server.keyPEM)
         write("ca.pem", TestLeaf.pem(ca.cert))
     }
@@ -114,7 +117,7 @@ final class TestPKI: @unchecked Sendable {  // immutable after init; shared by t
 
     /// Client credentials holding the client certificate, or none (`withCertificate` false).
     func clientCredentials(withCertificate: Bool = true) -> ClientCredentials {
-        ClientCredentials(certificate: withCertificate ? client : nil)
+        ClientCredentials(certificate: withCertificate ? client : nil, issuer: ca)
     }
 }
 
@@ -122,13 +125,13 @@ final class TestPKI: @unchecked Sendable {  // immutable after init; shared by t
 final class ClientCredentials {
     let raw: gnutls_certificate_credentials_t
 
-    init(certificate: TestLeaf?) {
+    init(certificate: TestLeaf?, issuer: TestCA? = nil) {
         var creds: gnutls_certificate_credentials_t?
         gnutls_certificate_allocate_credentials(&creds)
         raw = creds!
         if let certificate {
-            var certs: [gnutls_x509_crt_t?] = [certificate.cert]
-            let rc = gnutls_certificate_set_x509_key(raw, &certs, 1, certificate.key)
+            var certs: [gnutls_x509_crt_t?] = [certificate.cert] + (issuer.map { [$0.cert] } ?? [])
+            let rc = gnutls_certificate_set_x509_key(raw, &certs, Int32(certs.count), certificate.key)
             precondition(rc >= 0, "set_x509_key: \(GnuTLS.describe(rc))")
         }
     }
@@ -142,10 +145,22 @@ final class ByteQueue {
     var head = 0
     /// The writer is gone: an empty queue reads as EOF.
     var closed = false
+    /// An edge-triggered readiness event is due: bytes arrived since the reader last
+    /// looked. A driver that calls the reader again only then finds what a real event
+    /// loop would find, including a reader that stops while bytes are still waiting.
+    var signalled = false
 
     var count: Int { bytes.count - head }
 
-    func append(_ new: UnsafeRawBufferPointer) { bytes.append(contentsOf: new) }
+    func append(_ new: UnsafeRawBufferPointer) {
+        bytes.append(contentsOf: new)
+        signalled = true
+    }
+
+    func close() {
+        closed = true
+        signalled = true
+    }
 
     func take(into buffer: UnsafeMutableRawBufferPointer, max: Int) -> Int {
         let n = Swift.min(max, buffer.count, count)
@@ -189,10 +204,16 @@ final class MemoryTransport: TLSTransport {
         if inbox.count == 0 { return inbox.closed ? .closed : .wouldBlock }
         var limit = Int.max
         if random != nil {
-            if random!.chance(0.2) { return .wouldBlock }
+            // Bytes that have not arrived yet: they will, with an event of their own.
+            if random!.chance(0.2) {
+                inbox.signalled = true
+                return .wouldBlock
+            }
             limit = Int.random(in: 1...64, using: &random!)
         }
-        return .processed(inbox.take(into: buffer, max: limit))
+        let n = inbox.take(into: buffer, max: limit)
+        if inbox.count > 0 && n < buffer.count { inbox.signalled = true }  // the rest arrives later
+        return .processed(n)
     }
 
     func push(_ vectors: UnsafePointer<iovec>, count: Int32) -> IOResult {
@@ -209,4 +230,15 @@ final class MemoryTransport: TLSTransport {
         pushedBytes += moved
         return moved > 0 ? .processed(moved) : .wouldBlock
     }
+}
+
+/// Byte streams compared by count and first difference: a failure message that fits on
+/// a line, unlike XCTAssertEqual's dump of both arrays.
+func assertSameBytes(_ actual: [UInt8], _ expected: [UInt8], _ message: @autoclosure () -> String = "",
+                     file: StaticString = #filePath, line: UInt = #line) {
+    guard actual != expected else { return }
+    let common = min(actual.count, expected.count)
+    let firstDifference = (0..<common).first { actual[$0] != expected[$0] } ?? common
+    XCTFail("\(message()): got \(actual.count) bytes, expected \(expected.count), first difference at \(firstDifference)",
+            file: file, line: line)
 }
