@@ -155,6 +155,7 @@ private final class PhaseRun {
         watch.cancel()
         // Stuck (a failing test): closing ends the client's and the backend's reads.
         if connection.phase != .closed { connection.close(.error, detail: "the test gave up") }
+        gate.open()  // a client still waiting for a phase that never came goes on, and ends
     }
 
     /// A counter of the listener's metrics, by name and one label, as /metrics shows it.
