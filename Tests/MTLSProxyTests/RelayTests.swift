@@ -25,6 +25,16 @@ private final class MemoryStream: RelayStream {
     var acceptTotal = Int.max
     var readFailure: String?
     var writeFailure: String?
+    /// Writes as a TLS session does: a write that would block has queued a record of
+    /// the bytes offered, and the next write must offer the same bytes again.
+    var queuesLikeTLS = false
+    /// The next write would block (a full socket at a chosen moment).
+    var blockNextWrite = false
+    private var queued: [UInt8]?
+    /// A retry offered other bytes than the queued record (or fewer).
+    private(set) var retryViolations = 0
+    /// Bytes of the queued record: they go out whatever comes after.
+    var queuedCount: Int { queued?.count ?? 0 }
 
     init(random: SeededRandom? = nil) { self.random = random }
 
@@ -46,10 +56,27 @@ private final class MemoryStream: RelayStream {
     func write(_ bytes: UnsafeRawBufferPointer) -> IOResult {
         if let writeFailure { return .failed(writeFailure) }
         if finishCount > 0 { wroteAfterFinish = true }
-        if random != nil && random!.chance(0.25) { return .wouldBlock }
-        var n = min(bytes.count, writeBudget, acceptTotal - received.count)
-        guard n > 0 else { return .wouldBlock }
-        if random != nil { n = Int.random(in: 1...n, using: &random!) }
+        if let record = queued {
+            // As a TLS session: the queued record goes first, and only the same bytes may
+            // be offered for it.
+            let same = bytes.count >= record.count && record.withUnsafeBytes { memcmp($0.baseAddress!, bytes.baseAddress!, record.count) == 0 }
+            if !same {
+                retryViolations += 1  // TLSSession stops the process here (a precondition)
+                return .failed("a queued record was retried without its bytes")
+            }
+            if random != nil && random!.chance(0.25) { return .wouldBlock }
+            received += record
+            queued = nil
+            return .processed(record.count)
+        }
+        let room = min(bytes.count, writeBudget, acceptTotal - received.count)
+        if room <= 0 || blockNextWrite || random != nil && random!.chance(0.25) {
+            blockNextWrite = false
+            if queuesLikeTLS { queued = Array(bytes.prefix(min(bytes.count, writeBudget))) }
+            return .wouldBlock
+        }
+        var n = room
+        if random != nil && !queuesLikeTLS { n = Int.random(in: 1...n, using: &random!) }
         received.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[0..<n]))
         return .processed(n)
     }
@@ -62,7 +89,7 @@ private final class MemoryStream: RelayStream {
     }
 
     var hasBufferedInput: Bool { false }
-    var hasPendingWrite: Bool { false }
+    var hasPendingWrite: Bool { queued != nil }
 }
 
 final class RelayTests: XCTestCase {
@@ -112,6 +139,7 @@ final class RelayTests: XCTestCase {
             client.maxRead = [7, 300, 5000, .max].randomElement(using: &random)!
             backend.maxRead = [7, 300, 5000, .max].randomElement(using: &random)!
             client.writeBudget = [5, 1000, .max].randomElement(using: &random)!
+            client.queuesLikeTLS = random.chance(0.5)
             backend.writeBudget = [5, 1000, .max].randomElement(using: &random)!
             let relay = Relay(client: client, backend: backend, pool: pool)
             // Each side's bytes arrive in random pieces over time, then its EOF.
@@ -134,6 +162,7 @@ final class RelayTests: XCTestCase {
             XCTAssertEqual(client.finishCount, 1, "seed \(seed)")
             XCTAssertFalse(backend.wroteAfterFinish || client.wroteAfterFinish, "seed \(seed)")
             XCTAssertEqual(client.readsWithoutRoom + backend.readsWithoutRoom, 0, "seed \(seed)")
+            XCTAssertEqual(client.retryViolations, 0, "seed \(seed): a queued record was not retried with its bytes")
             XCTAssertEqual(relay.bytesFromClient, up.count, "seed \(seed)")
             XCTAssertEqual(relay.bytesToClient, down.count, "seed \(seed)")
             relay.release()
@@ -228,11 +257,18 @@ final class RelayTests: XCTestCase {
             let client = MemoryStream(random: SeededRandom(seed: seed &+ 10)), backend = MemoryStream()
             client.incoming = Array(repeating: 0x42, count: 1000)
             client.writeBudget = [1, 37, 1000].randomElement(using: &random)!
+            client.queuesLikeTLS = seed % 2 == 0
             backend.incoming = stream
             backend.maxRead = [3, 700, .max].randomElement(using: &random)!
             let relay = Relay(client: client, backend: backend, pool: pool)
             drive(relay, rounds: Int.random(in: 0...40, using: &random))
-            let before = client.received.count
+            if client.queuesLikeTLS {
+                client.blockNextWrite = true  // the close begins with a record queued
+                drive(relay, rounds: 1)
+            }
+            // A record the client's session queued before the close goes out whole: the
+            // notice can only follow the first boundary after it.
+            let before = client.received.count + client.queuedCount
             let readFromClient = client.readCount
             let first = relay.closeAtNextBoundary(with: notice)
             // The client goes on sending: none of it may be read any more.
@@ -240,11 +276,13 @@ final class RelayTests: XCTestCase {
                 client.incoming += [0x42, 0x42, 0x42]
             }, until: { $0 == .noticeDelivered })
             XCTAssertEqual(outcome, .noticeDelivered, "seed \(seed)")
-            // The message in flight is finished, no further one is started.
+            // The message in flight is finished, no further one is started (beyond what
+            // a queued record already holds).
             let whole = before == 0 ? 0 : ends.first { $0 >= before }!
             if !ends.contains(before) && before > 0 { sawMidMessage = true }
             assertSameBytes(client.received, Array(stream[0..<whole]) + notice, "seed \(seed): closed at \(before)")
             XCTAssertEqual(client.readCount, readFromClient, "seed \(seed): read the client after closing")
+            XCTAssertEqual(client.retryViolations, 0, "seed \(seed): a queued record was not retried with its bytes")
             relay.release()
         }
         XCTAssertTrue(sawMidMessage, "no schedule closed in the middle of a message")
