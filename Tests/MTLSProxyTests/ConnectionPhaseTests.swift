@@ -10,10 +10,14 @@ import XCTest
 /// client a TLSSession on a thread of its own at the other end of a socketpair, its
 /// backend a loopback listener of the test. The phases are watched from a loop timer.
 final class ConnectionPhaseTests: XCTestCase {
-    private static let pki = TestPKI()
+    /// Made fresh for each test (ECDSA keys are quick), its folder removed after it.
+    private var pki: TestPKI!
+
+    override func setUp() { pki = TestPKI() }
+    override func tearDown() { pki = nil }
 
     func testClientWithoutCertificateLingersThenClosesAsRefused() throws {
-        let run = try PhaseRun(pki: Self.pki)
+        let run = try PhaseRun(pki: pki!)
         let client = run.startClient(withCertificate: false) { tls, gate in
             var events = ["handshake \(tls.handshakeToEnd())"]
             var buffer = [UInt8](repeating: 0, count: 256)
@@ -37,7 +41,7 @@ final class ConnectionPhaseTests: XCTestCase {
     }
 
     func testGoodClientIsRelayedBothWaysThenClosedCleanly() throws {
-        let run = try PhaseRun(pki: Self.pki)
+        let run = try PhaseRun(pki: pki!)
         run.backend.serveUppercase()
         let client = run.startClient(withCertificate: true) { tls, gate in
             var events = ["handshake \(tls.handshakeToEnd())"]
@@ -72,7 +76,7 @@ final class ConnectionPhaseTests: XCTestCase {
     }
 
     func testSilentClientIsClosedAtTheHandshakeTimeout() throws {
-        let run = try PhaseRun(pki: Self.pki) { $0.handshakeTimeoutNanos = 200_000_000 }
+        let run = try PhaseRun(pki: pki!) { $0.handshakeTimeoutNanos = 200_000_000 }
         run.runLoop()  // the client end stays open and says nothing
         XCTAssertEqual(run.phases, [.handshaking, .closed])
         let line = try XCTUnwrap(run.logs.lines.last)

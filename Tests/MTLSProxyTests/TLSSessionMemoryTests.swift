@@ -7,7 +7,11 @@ import XCTest
 /// credentials, joined by memory instead of a socket: the session's handshake loop, its
 /// records and its close, under any cut of the bytes.
 final class TLSSessionMemoryTests: XCTestCase {
-    private static let pki = TestPKI()
+    /// Made fresh for each test (ECDSA keys are quick), its folder removed after it.
+    private var pki: TestPKI!
+
+    override func setUp() { pki = TestPKI() }
+    override func tearDown() { pki = nil }
 
     /// Both ends of one connection, with what the server's verify callback saw.
     private final class Pair {
@@ -109,7 +113,7 @@ final class TLSSessionMemoryTests: XCTestCase {
     }
 
     func testTLS13HandshakeWithClientCertificateThenDataBothWays() throws {
-        let pair = try Pair(pki: Self.pki)
+        let pair = try Pair(pki: pki!)
         let steps = pair.handshake()
         XCTAssertEqual(steps.server, .completed)
         XCTAssertEqual(steps.client, .completed)
@@ -124,7 +128,7 @@ final class TLSSessionMemoryTests: XCTestCase {
 
     func testHandshakeAndDataUnderRandomShortReadsAndSpuriousWouldBlock() throws {
         for seed: UInt64 in 1...8 {
-            let pair = try Pair(pki: Self.pki, seed: seed)
+            let pair = try Pair(pki: pki!, seed: seed)
             let steps = pair.handshake()
             XCTAssertEqual(steps.server, .completed, "seed \(seed)")
             XCTAssertEqual(steps.client, .completed, "seed \(seed)")
@@ -141,7 +145,7 @@ final class TLSSessionMemoryTests: XCTestCase {
     /// message, and the handshake must read on rather than wait for an event that the
     /// bytes already waiting will never raise.
     func testHandshakeMessagesSpanningManyRecords() throws {
-        let pair = try Pair(pki: Self.pki)
+        let pair = try Pair(pki: pki!)
         XCTAssertEqual(gnutls_record_set_max_recv_size(pair.server.handle, 512), 0)
         XCTAssertEqual(gnutls_record_set_max_recv_size(pair.client.handle, 512), 0)
         let steps = pair.handshake()
@@ -155,7 +159,7 @@ final class TLSSessionMemoryTests: XCTestCase {
     /// A TLS 1.3 KeyUpdate is a record without data: the read after it must go on to the
     /// data record behind it instead of reporting "would block".
     func testDataAfterAKeyUpdateIsRead() throws {
-        let pair = try Pair(pki: Self.pki)
+        let pair = try Pair(pki: pki!)
         XCTAssertEqual(pair.handshake().server, .completed)
         XCTAssertEqual(gnutls_session_key_update(pair.server.handle, 0), 0)
         let data = Array("after the key update".utf8)
@@ -164,7 +168,7 @@ final class TLSSessionMemoryTests: XCTestCase {
     }
 
     func testTLS12Handshake() throws {
-        let pair = try Pair(pki: Self.pki, clientPriority: "NORMAL:-VERS-ALL:+VERS-TLS1.2", seed: 42)
+        let pair = try Pair(pki: pki!, clientPriority: "NORMAL:-VERS-ALL:+VERS-TLS1.2", seed: 42)
         let steps = pair.handshake()
         XCTAssertEqual(steps.server, .completed)
         XCTAssertEqual(steps.client, .completed)
@@ -178,7 +182,7 @@ final class TLSSessionMemoryTests: XCTestCase {
 
     func testClientWithoutCertificateIsRefusedAsNoCertificate() throws {
         for priority in ["NORMAL", "NORMAL:-VERS-ALL:+VERS-TLS1.2"] {
-            let pair = try Pair(pki: Self.pki, clientCertificate: false, clientPriority: priority)
+            let pair = try Pair(pki: pki!, clientCertificate: false, clientPriority: priority)
             let steps = pair.handshake()
             guard case .failed(let rc) = steps.server else {
                 XCTFail("\(priority): the server must refuse a client without a certificate, got \(steps.server)")
@@ -190,14 +194,14 @@ final class TLSSessionMemoryTests: XCTestCase {
     }
 
     func testVerifyCallbackSayingNoFailsTheHandshake() throws {
-        let pair = try Pair(pki: Self.pki, accept: false)
+        let pair = try Pair(pki: pki!, accept: false)
         let steps = pair.handshake()
         guard case .failed = steps.server else { return XCTFail("server: \(steps.server)") }
         XCTAssertEqual(pair.peerCertificateCalls, 1)
     }
 
     func testCloseNotifyReadsAsClosed() throws {
-        let pair = try Pair(pki: Self.pki)
+        let pair = try Pair(pki: pki!)
         XCTAssertEqual(pair.handshake().server, .completed)
         let last = Array("last words".utf8)
         assertSameBytes(transfer(last, from: pair.server, to: pair.client, readerTransport: pair.clientTransport), last)
@@ -210,7 +214,7 @@ final class TLSSessionMemoryTests: XCTestCase {
     }
 
     func testWriteThatWouldBlockIsRetriedWithTheSameBytes() throws {
-        let pair = try Pair(pki: Self.pki)
+        let pair = try Pair(pki: pki!)
         XCTAssertEqual(pair.handshake().server, .completed)
         let data = payload(TLSSession.maxRecordSize + 5000, seed: 9)
         pair.serverTransport.outboxCapacity = pair.serverTransport.outbox.count + 100  // room for a fraction of a record

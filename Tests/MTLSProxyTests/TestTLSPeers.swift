@@ -74,7 +74,7 @@ final class TestLeaf {
 
 /// A CA, a server certificate and a client certificate (clientAuth), with the server's
 /// files in a temporary folder: what a listener and a client of it need.
-final class TestPKI: @unchecked Sendable {  // immutable after init; shared by the tests of a class
+final class TestPKI {
     let ca = TestCA(name: "CN=Test Root CA")
     let server: TestLeaf
     let client: TestLeaf
