@@ -52,15 +52,13 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
     }
 
     private func run(watch: InotifyWatch) {
-        var dirty = Set<Int>()
-        var firstEvent: UInt64 = 0
-        var lastEvent: UInt64 = 0
+        var dirty = Set<Int>()  // listeners touched since the last reload; pending in `debounce`
+        var debounce = Debounce(quiet: Self.debounceNanos, maxDelay: Self.maxDelayNanos)
         var nextRescan = monotonicNanos() + Self.rescanNanos
         while true {
             let now = monotonicNanos()
             var wait = nextRescan > now ? nextRescan - now : 0
-            if !dirty.isEmpty {
-                let due = min(lastEvent + Self.debounceNanos, firstEvent + Self.maxDelayNanos)
+            if let due = debounce.due {
                 wait = min(wait, due > now ? due - now : 0)
             }
             var fds = [pollfd(fd: watch.fd, events: Int16(POLLIN), revents: 0),
@@ -77,19 +75,18 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
             if fds[0].revents != 0 {
                 let touched = watch.drain()
                 if !touched.isEmpty {
-                    if dirty.isEmpty { firstEvent = after }
-                    lastEvent = after
+                    debounce.note(at: after)
                     dirty.formUnion(touched)
                 }
             }
             if all {
                 reload(Set(listeners.indices), why: "SIGHUP", watch: watch)
                 dirty.removeAll()
-            } else if !dirty.isEmpty
-                && (after >= lastEvent + Self.debounceNanos || after >= firstEvent + Self.maxDelayNanos)
-            {
+                debounce.reset()
+            } else if debounce.isDue(at: after) {
                 reload(dirty, why: "files changed", watch: watch)
                 dirty.removeAll()
+                debounce.reset()
             }
             if after >= nextRescan {
                 nextRescan = after + Self.rescanNanos
