@@ -385,6 +385,9 @@ def parse_args(argv=None):
     parser.add_argument("--loadgen", required=True)
     parser.add_argument("--baseline", help="a second mtls-proxy binary, measured in the same run as one more column")
     parser.add_argument("--workers", default="1", help="mtls-proxy's `workers` (a number or auto); default 1")
+    parser.add_argument("--baseline-workers",
+                        help="`workers` of the baseline (default: --workers); with --baseline set to the same binary, "
+                             "this compares two worker counts in one run")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
                         help="comma-separated, from " + ",".join(WORKLOADS) + " (crl: the CRL-size rows)")
     parser.add_argument("--quick", action="store_true",
@@ -426,7 +429,7 @@ def main():
         "mtls-proxy": lambda crl: start_mtls_proxy(args.binary, bench.pki, crl, bench.backend_port, workdir,
                                                    workers=args.workers),
         BASELINE: lambda crl: start_mtls_proxy(args.baseline, bench.pki, crl, bench.backend_port, workdir,
-                                               workers=args.workers, name=BASELINE),
+                                               workers=args.baseline_workers or args.workers, name=BASELINE),
         "haproxy": lambda crl: start_haproxy(bench.pki, crl, bench.backend_port, workdir),
         "stunnel": lambda crl: start_stunnel(bench.pki, crl, bench.backend_port, workdir),
     }
@@ -606,6 +609,8 @@ def cell(rows, key, spread):
 def print_table(summary, crl_rows, names, args):
     spread = args.reps > 1
     conditions = [f"workers = {args.workers}"] + (["a CPU hog on the proxies' core"] if args.hog else [])
+    if args.baseline_workers and BASELINE in names:
+        conditions[0] += f" (baseline: {args.baseline_workers})"
     print(f"\n### mtls-proxy vs HAProxy vs stunnel ({platform.node()}, {os.cpu_count()} cores, "
           f"{platform.platform()}, {', '.join(conditions)}, medians of {args.reps}"
           + (", range in brackets" if spread else "") + ")\n")
