@@ -607,6 +607,13 @@ def cell(rows, key, spread):
 
 
 def print_table(summary, crl_rows, names, args):
+    if summary:
+        print_main_table(summary, names, args)
+    print_crl_tables(crl_rows, names)
+    print(f"\nraw results: {args.out}")
+
+
+def print_main_table(summary, names, args):
     spread = args.reps > 1
     conditions = [f"workers = {args.workers}"] + (["a CPU hog on the proxies' core"] if args.hog else [])
     if args.baseline_workers and BASELINE in names:
@@ -647,6 +654,9 @@ def print_table(summary, crl_rows, names, args):
     traced = [summary.get((n, "traced")) for n in names]
     if any(traced):
         print_traced(names, traced)
+
+
+def print_crl_tables(crl_rows, names):
     if crl_rows:
         print("\n| CRL entries (intermediate) | " + " | ".join(
             f"{n} handshakes/CPU-s | {n} RSS | {n} start s" for n in names if n != "stunnel") + " |")
@@ -665,7 +675,6 @@ def print_table(summary, crl_rows, names, args):
         print(f"| steady | {fmt(reload['steady_rate'])} | {reload['steady_p99']:.1f} | {reload['steady_max']:.1f} |")
         print(f"| CRL rewritten every 0.5 s ({reload['rewrites']} rewrites) | {fmt(reload['reloading_rate'])} | "
               f"{reload['reloading_p99']:.1f} | {reload['reloading_max']:.1f} |")
-    print(f"\nraw results: {args.out}")
 
 
 if __name__ == "__main__":
