@@ -3,12 +3,18 @@
 and workloads, results per proxy CPU-second. Run it through scripts/bench, which
 installs and builds what it needs.
 
-Each proxy runs pinned to CPU 0 with one worker thread; the load generator (OpenSSL,
-scripts/bench/loadgen.c) and the echo backend run on CPU 1. A proxy's CPU time comes
-from /proc/PID/stat (all its threads) before and after each run, so a client that
-cannot saturate the proxy does not hide the proxy's cost. Before every measured
-variant an acceptance pass checks that the proxy accepts a good certificate and refuses
-no certificate, a revoked one and an untrusted one.
+Each proxy runs pinned to CPU 0 with one worker thread (`--workers` changes
+mtls-proxy's); the load generator (OpenSSL, scripts/benchmark/loadgen.c) and the echo
+backend run on CPU 1. A proxy's CPU time comes from /proc/PID/stat (all its threads)
+before and after each run, so a client that cannot saturate the proxy does not hide the
+proxy's cost. Before every measured variant an acceptance pass checks that the proxy
+accepts a good certificate and refuses no certificate, a revoked one and an untrusted one.
+
+All proxies of a run are started together and the repetitions are interleaved: rep 1
+measures each proxy once, then rep 2 again, each rep in a rotated order, so that a
+burst of load from elsewhere on the machine falls on all of them alike. `--baseline
+PATH` adds a second mtls-proxy binary (say, the previous commit's release build) as
+one more column of the same run.
 """
 import argparse
 import json
@@ -42,6 +48,24 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime, all threads
 
 
+def context_switches(pid):
+    """Voluntary and involuntary context switches over the threads alive now: a
+    voluntary one is a wait that blocked (epoll_wait with nothing ready), an involuntary
+    one a preemption (another task wanted the core)."""
+    voluntary = involuntary = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        voluntary += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        involuntary += int(line.split()[1])
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+    return voluntary, involuntary
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -65,7 +89,8 @@ def wait_port(port, timeout=15):
 class Proxy:
     def __init__(self, name, command, port, workdir):
         self.name, self.port = name, port
-        self.log = open(os.path.join(workdir, f"{name}-{port}.log"), "wb")
+        slug = "".join(c if c.isalnum() or c == "-" else "_" for c in name)
+        self.log = open(os.path.join(workdir, f"{slug}-{port}.log"), "wb")
         self.process = subprocess.Popen(["taskset", "-c", PROXY_CPU] + command, stdout=self.log,
                                         stderr=subprocess.STDOUT)
         wait_port(port)
@@ -81,11 +106,11 @@ class Proxy:
         self.log.close()
 
 
-def start_mtls_proxy(binary, pki, crl_dir, backend_port, workdir):
+def start_mtls_proxy(binary, pki, crl_dir, backend_port, workdir, workers="1", name="mtls-proxy"):
     port = free_port()
     config = os.path.join(workdir, f"mtls-{port}.conf")
     with open(config, "w") as f:
-        f.write(f"""workers = 1
+        f.write(f"""workers = {workers}
 log_level = warn
 [bench]
 listen = 127.0.0.1:{port}
@@ -96,7 +121,7 @@ ca_bundle = {pki}/ca-bundle.pem
 crl_dir = {crl_dir}
 max_connections = 20000
 """)
-    return Proxy("mtls-proxy", [binary, "--config", config], port, workdir)
+    return Proxy(name, [binary, "--config", config], port, workdir)
 
 
 def crl_bundle(crl_dir, workdir):
@@ -196,34 +221,100 @@ class Bench:
         self.results.append(row)
 
     def measure(self, proxy, workload, variant="default"):
+        """All reps of one proxy in a row (the CRL rows, where one proxy runs at a time)."""
         self.acceptance(proxy)
+        return [self.measure_rep(proxy, workload, rep, variant) for rep in range(self.args.reps)]
+
+    def measure_rep(self, proxy, workload, rep, variant="default"):
         seconds = self.args.seconds
-        values = []
-        for rep in range(self.args.reps):
-            before = cpu_seconds(proxy.pid)
-            if workload in ("full", "resume"):
-                result, _ = self.run_loadgen(workload, proxy.port, seconds, self.args.processes)
-                cpu = cpu_seconds(proxy.pid) - before
-                value = result.get("handshakes", 0) / cpu if cpu else 0
-                extra = {"handshakes": result.get("handshakes"), "resumed": result.get("resumed"),
-                         "failed": result.get("failed"), "p99_ms": result.get("p99_ms"), "max_ms": result.get("max_ms")}
-            elif workload == "reqresp":
-                result, _ = self.run_loadgen("reqresp", proxy.port, seconds, 32)
-                cpu = cpu_seconds(proxy.pid) - before
-                value = result.get("ops", 0) / cpu if cpu else 0
-                extra = {k: result.get(k) for k in ("ops_per_s", "p50_us", "p99_us", "p999_us")}
-            elif workload == "bulk":
-                result, _ = self.run_loadgen("bulk", proxy.port, self.args.bulk_mb)
-                cpu = cpu_seconds(proxy.pid) - before
-                value = result.get("received", 0) / 1e6 / cpu if cpu else 0
-                extra = {"mb_per_s_wall": result.get("mb_per_s_each_way")}
-            else:
-                raise ValueError(workload)
-            row = dict(proxy=proxy.name, workload=workload, variant=variant, rep=rep, cpu_seconds=round(cpu, 3),
-                       per_cpu_second=round(value, 1), **extra)
-            self.record(row)
-            values.append(row)
-        return values
+        before = cpu_seconds(proxy.pid)
+        switches_before = context_switches(proxy.pid)
+        if workload in ("full", "resume"):
+            result, _ = self.run_loadgen(workload, proxy.port, seconds, self.args.processes)
+            cpu = cpu_seconds(proxy.pid) - before
+            value = result.get("handshakes", 0) / cpu if cpu else 0
+            extra = {"handshakes": result.get("handshakes"), "resumed": result.get("resumed"),
+                     "failed": result.get("failed"), "p99_ms": result.get("p99_ms"), "max_ms": result.get("max_ms")}
+        elif workload == "reqresp":
+            result, _ = self.run_loadgen("reqresp", proxy.port, seconds, 32)
+            cpu = cpu_seconds(proxy.pid) - before
+            ops = result.get("ops", 0)
+            value = ops / cpu if cpu else 0
+            extra = {k: result.get(k) for k in ("ops", "ops_per_s", "p50_us", "p99_us", "p999_us")}
+            voluntary, involuntary = (a - b for a, b in zip(context_switches(proxy.pid), switches_before))
+            extra.update(blocking_waits_per_op=round(voluntary / ops, 3) if ops else None,
+                         preemptions_per_op=round(involuntary / ops, 4) if ops else None)
+        elif workload == "bulk":
+            result, _ = self.run_loadgen("bulk", proxy.port, self.args.bulk_mb)
+            cpu = cpu_seconds(proxy.pid) - before
+            value = result.get("received", 0) / 1e6 / cpu if cpu else 0
+            extra = {"mb_per_s_wall": result.get("mb_per_s_each_way")}
+        else:
+            raise ValueError(workload)
+        row = dict(proxy=proxy.name, workload=workload, variant=variant, rep=rep, cpu_seconds=round(cpu, 3),
+                   per_cpu_second=round(value, 1), hog=self.args.hog, **extra)
+        self.record(row)
+        return row
+
+    def traced_reqresp(self, proxy):
+        """One more request/response run, with the proxy's system calls counted by perf
+        on kernel tracepoints. Unlike strace, perf does not stop the proxy at each call,
+        so the batching it sees (events per epoll_wait) is the real one; the counting
+        still costs a little, which is why this run is not among the measured reps."""
+        counters = [("syscalls", "raw_syscalls:sys_enter", None)]
+        for call in ["epoll_wait", "epoll_pwait"]:
+            counters.append(("epoll_wait", f"syscalls:sys_enter_{call}", None))
+            counters.append(("epoll_wait_empty", f"syscalls:sys_exit_{call}", "ret == 0"))
+        for call in ["recvfrom", "read", "recvmsg"]:
+            counters.append(("reads", f"syscalls:sys_enter_{call}", None))
+            counters.append(("reads_eagain", f"syscalls:sys_exit_{call}", "ret == -11"))
+        for call in ["sendto", "sendmsg", "write", "writev"]:
+            counters.append(("writes", f"syscalls:sys_enter_{call}", None))
+        counters.append(("epoll_ctl", "syscalls:sys_enter_epoll_ctl", None))
+        counters.append(("context_switches", "context-switches", None))
+        command = ["taskset", "-c", LOAD_CPU, "perf", "stat", "-x,", "--per-thread", "-p", str(proxy.pid)]
+        for _, event, condition in counters:
+            command += ["-e", event] + (["--filter", condition] if condition else [])
+        batches = os.path.join(self.workdir, f"epoll-{proxy.pid}.data")
+        record = ["taskset", "-c", LOAD_CPU, "perf", "record", "-q", "-o", batches, "-p", str(proxy.pid),
+                  "-e", "syscalls:sys_exit_epoll_wait", "-e", "syscalls:sys_exit_epoll_pwait"]
+        stat = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        recorder = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)  # perf attaches to every thread
+        result, _ = self.run_loadgen("reqresp", proxy.port, self.args.seconds, 32)
+        for process in (stat, recorder):
+            process.send_signal(2)
+        report = stat.communicate(timeout=60)[1]
+        recorder.wait(60)
+        ops = result.get("ops", 0)
+        totals, threads = {}, {}
+        # perf prints the counters in the order given, the filtered ones under the bare
+        # event name: pair them up by position within each thread.
+        order = [label for label, _, _ in counters]
+        seen = {}
+        for line in report.splitlines():
+            fields = line.split(",")
+            if len(fields) < 4 or not fields[1].strip().isdigit():
+                continue
+            thread = fields[0].strip()
+            position = seen.get(thread, 0)
+            seen[thread] = position + 1
+            if position >= len(order):
+                continue
+            label, count = order[position], int(fields[1])
+            totals[label] = totals.get(label, 0) + count
+            threads.setdefault(thread, {})
+            threads[thread][label] = threads[thread].get(label, 0) + count
+        sizes = epoll_batch_sizes(batches)
+        per_op = {k: round(v / ops, 3) for k, v in totals.items()} if ops else {}
+        row = dict(proxy=proxy.name, workload="reqresp", variant="traced", ops=ops, hog=self.args.hog,
+                   p50_us=result.get("p50_us"), p99_us=result.get("p99_us"), p999_us=result.get("p999_us"),
+                   per_op=per_op, totals=totals,
+                   events_per_epoll_wait=round(statistics.mean(sizes), 2) if sizes else None,
+                   epoll_batch_histogram=batch_histogram(sizes),
+                   threads={("main " if t.endswith(f"-{proxy.pid}") else "") + t: v for t, v in threads.items()})
+        self.record(row)
+        return row
 
     def measure_idle(self, proxy):
         self.acceptance(proxy)
@@ -252,51 +343,146 @@ class Bench:
         self.raw.close()
 
 
+def epoll_batch_sizes(path):
+    """How many events each epoll_wait returned, from a perf record of its exit."""
+    try:
+        out = subprocess.run(["perf", "script", "-i", path, "-F", "trace"], capture_output=True, text=True,
+                             timeout=300).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    sizes = []
+    for line in out.splitlines():
+        value = line.strip().rsplit(" ", 1)[-1]
+        try:
+            sizes.append(int(value, 16) if value.startswith("0x") else int(value))
+        except ValueError:
+            continue
+    return [s for s in sizes if s >= 0]
+
+
+def batch_histogram(sizes):
+    if not sizes:
+        return {}
+    buckets = {"0": 0, "1": 0, "2": 0, "3-4": 0, "5-8": 0, "9+": 0}
+    for s in sizes:
+        key = "0" if s == 0 else "1" if s == 1 else "2" if s == 2 else "3-4" if s <= 4 else "5-8" if s <= 8 else "9+"
+        buckets[key] += 1
+    return {k: round(v / len(sizes), 3) for k, v in buckets.items()}
+
+
 def median(rows, key="per_cpu_second"):
     values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(values) if values else None
 
 
-def main():
+WORKLOADS = ["full", "resume", "reqresp", "bulk", "idle", "crl"]
+BASELINE = "mtls-proxy (baseline)"
+
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--binary", required=True)
     parser.add_argument("--loadgen", required=True)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--baseline", help="a second mtls-proxy binary, measured in the same run as one more column")
+    parser.add_argument("--workers", default="1", help="mtls-proxy's `workers` (a number or auto); default 1")
+    parser.add_argument("--baseline-workers",
+                        help="`workers` of the baseline (default: --workers); with --baseline set to the same binary, "
+                             "this compares two worker counts in one run")
+    parser.add_argument("--workloads", default=",".join(WORKLOADS),
+                        help="comma-separated, from " + ",".join(WORKLOADS) + " (crl: the CRL-size rows)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short look: 1 rep of 3 s, 100 MB bulk, 2,000 idle connections, CRLs of 1 and 100,000")
+    parser.add_argument("--reps", type=int)
+    parser.add_argument("--seconds", type=float)
     parser.add_argument("--processes", type=int, default=4, help="client processes for handshake workloads")
-    parser.add_argument("--bulk-mb", type=int, default=300)
-    parser.add_argument("--idle", type=int, default=9000)
-    parser.add_argument("--crl-sizes", default="1,1000,10000,100000")
+    parser.add_argument("--bulk-mb", type=int)
+    parser.add_argument("--idle", type=int)
+    parser.add_argument("--crl-sizes")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench-results.jsonl"))
     parser.add_argument("--only", default="mtls-proxy,haproxy,stunnel")
-    parser.add_argument("--crl-only", action="store_true", help="only the CRL-size rows")
-    args = parser.parse_args()
+    parser.add_argument("--crl-only", action="store_true", help="only the CRL-size rows (= --workloads crl)")
+    parser.add_argument("--hog", action="store_true",
+                        help="a busy loop on the proxies' CPU during the whole run: a loaded machine")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="after the reqresp reps, one more run per proxy with its system calls counted by perf")
+    args = parser.parse_args(argv)
+    quick = dict(reps=1, seconds=3, bulk_mb=100, idle=2000, crl_sizes="1,100000")
+    full = dict(reps=3, seconds=5, bulk_mb=300, idle=9000, crl_sizes="1,1000,10000,100000")
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.workloads = ["crl"] if args.crl_only else [w for w in args.workloads.split(",") if w]
+    unknown = set(args.workloads) - set(WORKLOADS)
+    if unknown:
+        parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
+    if not args.crl_sizes:
+        args.workloads = [w for w in args.workloads if w != "crl"]
+    return args
 
+
+def main():
+    args = parse_args()
     workdir = tempfile.mkdtemp(prefix="mtls-bench-")
     bench = Bench(args, workdir)
     summary = {}
     starters = {
-        "mtls-proxy": lambda crl: start_mtls_proxy(args.binary, bench.pki, crl, bench.backend_port, workdir),
+        "mtls-proxy": lambda crl: start_mtls_proxy(args.binary, bench.pki, crl, bench.backend_port, workdir,
+                                                   workers=args.workers),
+        BASELINE: lambda crl: start_mtls_proxy(args.baseline, bench.pki, crl, bench.backend_port, workdir,
+                                               workers=args.baseline_workers or args.workers, name=BASELINE),
         "haproxy": lambda crl: start_haproxy(bench.pki, crl, bench.backend_port, workdir),
         "stunnel": lambda crl: start_stunnel(bench.pki, crl, bench.backend_port, workdir),
     }
-    names = [n for n in ["mtls-proxy", "haproxy", "stunnel"] if n in args.only.split(",")]
+    only = args.only.split(",")
+    names = [n for n in ["mtls-proxy", BASELINE, "haproxy", "stunnel"]
+             if n in only or (n == BASELINE and args.baseline)]
+    hog = None
+    if args.hog:
+        # nice 0, like the proxies: the scheduler shares the core between them evenly.
+        hog = subprocess.Popen(["taskset", "-c", PROXY_CPU, "sh", "-c", "while :; do :; done"])
+    crl_rows = {}
     try:
-        for name in ([] if args.crl_only else names):
-            proxy = starters[name](os.path.join(bench.pki, "crl"))
+        measured = [w for w in ["full", "resume", "reqresp", "bulk"] if w in args.workloads]
+        if measured or "idle" in args.workloads:
+            proxies = {}
             try:
-                for workload in ["full", "resume", "reqresp", "bulk"]:
-                    rows = bench.measure(proxy, workload)
-                    summary[(name, workload)] = rows
-                    print(f"{name:10} {workload:8} {median(rows):10.1f} per CPU-second", file=sys.stderr)
-                summary[(name, "idle")] = bench.measure_idle(proxy)
+                for name in names:
+                    proxies[name] = starters[name](os.path.join(bench.pki, "crl"))
+                for workload in measured:
+                    rows = interleaved(bench, [proxies[n] for n in names], workload)
+                    for name in names:
+                        summary[(name, workload)] = rows[name]
+                        print(f"{name:22} {workload:8} {median(rows[name]):10.1f} per CPU-second", file=sys.stderr)
+                    if workload == "reqresp" and args.syscalls:
+                        for name in names:
+                            summary[(name, "traced")] = bench.traced_reqresp(proxies[name])
+                if "idle" in args.workloads:
+                    for name in names:
+                        summary[(name, "idle")] = bench.measure_idle(proxies[name])
             finally:
-                proxy.stop()
-
-        crl_rows = crl_scaling(bench, starters, names, workdir) if args.crl_sizes else {}
+                for proxy in proxies.values():
+                    proxy.stop()
+        if "crl" in args.workloads:
+            crl_rows = crl_scaling(bench, starters, names, workdir)
     finally:
+        if hog:
+            hog.kill()
+            hog.wait()
         bench.close()
     print_table(summary, crl_rows, names, args)
+
+
+def interleaved(bench, proxies, workload, variant="default"):
+    """Every rep measures each proxy once, in an order rotated by one per rep: noise from
+    elsewhere on the machine lands on all of them, and none is always first."""
+    for proxy in proxies:
+        bench.acceptance(proxy)
+    rows = {proxy.name: [] for proxy in proxies}
+    for rep in range(bench.args.reps):
+        shift = rep % len(proxies)
+        for proxy in proxies[shift:] + proxies[:shift]:
+            rows[proxy.name].append(bench.measure_rep(proxy, workload, rep, variant))
+    return rows
 
 
 def crl_scaling(bench, starters, names, workdir):
@@ -312,19 +498,23 @@ def crl_scaling(bench, starters, names, workdir):
         serials = list(range(10**6, 10**6 + size - 1))
         pki_module.write_crl(bench.pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"),
                              ["revoked-int"] + serials, reasons=True)
-        for name in [n for n in names if n != "stunnel"]:
-            started = time.monotonic()
-            proxy = starters[name](crl_dir)
-            load_seconds = time.monotonic() - started
-            try:
-                measured = bench.measure(proxy, "full", variant=f"crl-{size}")
-                rows[(name, size)] = dict(per_cpu_second=median(measured), rss_kib=rss_kib(proxy.pid),
-                                          start_seconds=round(load_seconds, 3))
+        proxies, load_seconds = [], {}
+        try:
+            for name in [n for n in names if n != "stunnel"]:
+                started = time.monotonic()
+                proxies.append(starters[name](crl_dir))
+                load_seconds[name] = time.monotonic() - started
+            measured = interleaved(bench, proxies, "full", variant=f"crl-{size}")
+            for proxy in proxies:
+                name = proxy.name
+                rows[(name, size)] = dict(per_cpu_second=median(measured[name]), rss_kib=rss_kib(proxy.pid),
+                                          start_seconds=round(load_seconds[name], 3))
                 bench.record(dict(proxy=name, workload="crl-load", variant=f"crl-{size}", rss_kib=rss_kib(proxy.pid),
-                                  start_seconds=round(load_seconds, 3)))
-                print(f"{name:10} crl={size:<7} {rows[(name, size)]['per_cpu_second']:10.1f} per CPU-second",
+                                  start_seconds=round(load_seconds[name], 3)))
+                print(f"{name:22} crl={size:<7} {rows[(name, size)]['per_cpu_second']:10.1f} per CPU-second",
                       file=sys.stderr)
-            finally:
+        finally:
+            for proxy in proxies:
                 proxy.stop()
     largest = max(int(s) for s in bench.args.crl_sizes.split(","))
     if "mtls-proxy" in names:
@@ -370,35 +560,103 @@ def reload_under_load(bench, starters, workdir, size):
                 steady_rate=median(quiet), reloading_rate=median(busy))
 
 
+TRACED_ROWS = [
+    ("system calls", "syscalls"),
+    ("epoll_wait calls", "epoll_wait"),
+    ("epoll_wait that returned nothing (timeout)", "epoll_wait_empty"),
+    ("reads (recv/read)", "reads"),
+    ("reads that said EAGAIN", "reads_eagain"),
+    ("writes (send/sendmsg/write)", "writes"),
+    ("epoll_ctl calls", "epoll_ctl"),
+    ("context switches", "context_switches"),
+]
+
+
+def print_traced(names, traced):
+    """Per request, from the perf-counted run (scripts/benchmark/run.py --syscalls)."""
+    print("\n| per request (one extra run, system calls counted by perf) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for label, key in TRACED_ROWS:
+        print(f"| {label} | " + " | ".join("n/a" if not t else f"{t['per_op'].get(key, 0):.2f}" for t in traced) + " |")
+    print("| events per epoll_wait (mean) | " + " | ".join(
+        "n/a" if not t or t["events_per_epoll_wait"] is None else f"{t['events_per_epoll_wait']:.2f}" for t in traced) + " |")
+    print("| p50 / p99 / p99.9 µs of this run | " + " | ".join(
+        "n/a" if not t else f"{t['p50_us']:.0f} / {t['p99_us']:.0f} / {t['p999_us']:.0f}" for t in traced) + " |")
+
+
+def fmt(value, unit=""):
+    return "n/a" if value is None else (f"{value:,.0f}{unit}" if abs(value) >= 100 else f"{value:.2f}{unit}")
+
+
+def paired_ratio(mine, theirs, key):
+    """The median of the per-rep ratios: reps are interleaved, so rep k of both ran in
+    the same stretch of time and their ratio cancels most of the machine's drift."""
+    pairs = [(a.get(key), b.get(key)) for a, b in zip(mine, theirs)]
+    ratios = [a / b for a, b in pairs if a and b]
+    return statistics.median(ratios) if ratios else None
+
+
+def cell(rows, key, spread):
+    """The median, with the range over the reps when there are several."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "n/a"
+    if not spread or len(values) < 2:
+        return fmt(statistics.median(values))
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}-{fmt(max(values))})"
+
+
 def print_table(summary, crl_rows, names, args):
-    def fmt(value, unit=""):
-        return "n/a" if value is None else (f"{value:,.0f}{unit}" if abs(value) >= 100 else f"{value:.2f}{unit}")
+    if summary:
+        print_main_table(summary, names, args)
+    print_crl_tables(crl_rows, names)
+    print(f"\nraw results: {args.out}")
 
-    def ratio(a, b):
-        return None if not a or not b else a / b
 
+def print_main_table(summary, names, args):
+    spread = args.reps > 1
+    conditions = [f"workers = {args.workers}"] + (["a CPU hog on the proxies' core"] if args.hog else [])
+    if args.baseline_workers and BASELINE in names:
+        conditions[0] += f" (baseline: {args.baseline_workers})"
     print(f"\n### mtls-proxy vs HAProxy vs stunnel ({platform.node()}, {os.cpu_count()} cores, "
-          f"{platform.platform()}, medians of {args.reps})\n")
-    print("| figure | " + " | ".join(names) + " | mtls-proxy / HAProxy | target |")
-    print("|---|" + "---:|" * len(names) + "---:|---|")
+          f"{platform.platform()}, {', '.join(conditions)}, medians of {args.reps}"
+          + (", range in brackets" if spread else "") + ")\n")
+    comparisons = [("mtls-proxy / HAProxy", "haproxy")] + ([("mtls-proxy / baseline", BASELINE)] if BASELINE in names else [])
+    print("| figure | " + " | ".join(names) + " | " + " | ".join(c for c, _ in comparisons) + " | target |")
+    print("|---|" + "---:|" * (len(names) + len(comparisons)) + "---|")
     rows = [
         ("full mTLS handshakes per CPU-second", "full", "per_cpu_second", ">= 2.5x"),
         ("resumed handshakes per CPU-second", "resume", "per_cpu_second", ">= 2x"),
-        ("request/response ops per CPU-second (32 conns)", "reqresp", "per_cpu_second", ">= 1x"),
+        ("request/response ops per CPU-second (32 conns)", "reqresp", "per_cpu_second", ">= 1.2x"),
         ("request/response ops/s (wall)", "reqresp", "ops_per_s", ">= 1x"),
+        ("request/response p50 µs", "reqresp", "p50_us", "kept"),
         ("request/response p99 µs", "reqresp", "p99_us", "<= HAProxy"),
+        ("request/response p99.9 µs", "reqresp", "p999_us", "<= HAProxy"),
+        ("request/response blocking waits per request", "reqresp", "blocking_waits_per_op", ""),
+        ("request/response preemptions per request", "reqresp", "preemptions_per_op", ""),
         ("bulk MB per CPU-second, each way", "bulk", "per_cpu_second", ">= 1.5x"),
     ]
     for label, workload, key, target in rows:
-        values = [median(summary.get((n, workload), []), key) for n in names]
-        mine = values[0] if names[0] == "mtls-proxy" else None
-        hap = values[names.index("haproxy")] if "haproxy" in names else None
-        print(f"| {label} | " + " | ".join(fmt(v) for v in values) + f" | {fmt(ratio(mine, hap))} | {target} |")
+        if not any(summary.get((n, workload)) for n in names):
+            continue
+        mine = summary.get(("mtls-proxy", workload), [])
+        ratios = [fmt(paired_ratio(mine, summary.get((other, workload), []), key)) for _, other in comparisons]
+        print(f"| {label} | " + " | ".join(cell(summary.get((n, workload), []), key, spread) for n in names)
+              + " | " + " | ".join(ratios) + f" | {target} |")
     idle = [summary.get((n, "idle")) for n in names]
-    print("| memory per idle connection, bytes | " + " | ".join(fmt(r and r["bytes_per_connection"]) for r in idle)
-          + " | | <= 16 KiB |")
-    print("| CPU while idle connections are held | " + " | ".join(
-        "n/a" if not r else f"{r['idle_cpu_fraction'] * 100:.2f}% ({r['holding']} conns)" for r in idle) + " | | ~0 |")
+    blanks = " |" * len(comparisons)
+    if any(idle):
+        print("| memory per idle connection, bytes | " + " | ".join(fmt(r and r["bytes_per_connection"]) for r in idle)
+              + f" |{blanks} <= 16 KiB |")
+        print("| CPU while idle connections are held | " + " | ".join(
+            "n/a" if not r else f"{r['idle_cpu_fraction'] * 100:.2f}% ({r['holding']} conns)" for r in idle)
+            + f" |{blanks} ~0 |")
+    traced = [summary.get((n, "traced")) for n in names]
+    if any(traced):
+        print_traced(names, traced)
+
+
+def print_crl_tables(crl_rows, names):
     if crl_rows:
         print("\n| CRL entries (intermediate) | " + " | ".join(
             f"{n} handshakes/CPU-s | {n} RSS | {n} start s" for n in names if n != "stunnel") + " |")
@@ -417,7 +675,6 @@ def print_table(summary, crl_rows, names, args):
         print(f"| steady | {fmt(reload['steady_rate'])} | {reload['steady_p99']:.1f} | {reload['steady_max']:.1f} |")
         print(f"| CRL rewritten every 0.5 s ({reload['rewrites']} rewrites) | {fmt(reload['reloading_rate'])} | "
               f"{reload['reloading_p99']:.1f} | {reload['reloading_max']:.1f} |")
-    print(f"\nraw results: {args.out}")
 
 
 if __name__ == "__main__":
