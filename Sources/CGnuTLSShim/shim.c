@@ -4,6 +4,7 @@
 #include "shim.h"
 #include <signal.h>
 #include <malloc.h>
+#include <sched.h>
 
 int shim_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
@@ -23,4 +24,12 @@ int shim_block_signals(const int *signals, int count, sigset_t *out) {
 
 int shim_malloc_trim(void) {
     return malloc_trim(0);
+}
+
+int shim_allowed_cpus(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        return 0;
+    }
+    return CPU_COUNT(&set);
 }

@@ -1,5 +1,6 @@
 """The health endpoint: /healthz, /readyz, /metrics, and what any other request gets."""
 import json
+import os
 import socket
 
 import pytest
@@ -121,3 +122,29 @@ def test_readyz_warns_ahead_of_a_crl_next_update(start_proxy, pki):
     assert json.loads(body)["checks"]["ldaps.crl"]["state"] == "warn"
     proxy.wait_for_log("CRL nextUpdate is near")
     backend.close()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two allowed CPUs")
+def test_workers_auto_counts_the_cpus_the_process_may_use(start_proxy, pki):
+    """`workers = auto` under taskset (or systemd's CPUAffinity=, a container's cpuset)
+    starts one loop per allowed core: two loops time-sharing one core cost more than they
+    bring. /readyz says how many workers bound each listener."""
+    backend = Backend("echo")
+    allowed = os.sched_getaffinity(0)
+    try:
+        counts = {}
+        for cpus in [{min(allowed)}, allowed]:
+            os.sched_setaffinity(0, cpus)  # the proxy inherits it
+            port, health = free_port(), free_port()
+            config = proxy_config(pki, port, backend.address, health_port=health, workers=None)
+            proxy = start_proxy(config)
+            proxy.health = health
+            os.sched_setaffinity(0, allowed)
+            body = wait_until(lambda: (lambda r: r[1] if r[0] == 200 else None)(readyz(proxy)), what="ready")
+            counts[len(cpus)] = body["checks"]["ldaps.listener"]["detail"]
+            proxy.stop()
+        assert counts[1].endswith("bound by 1 of 1 workers"), counts
+        assert counts[len(allowed)].endswith(f"bound by {len(allowed)} of {len(allowed)} workers"), counts
+    finally:
+        os.sched_setaffinity(0, allowed)
+        backend.close()

@@ -37,4 +37,9 @@ int shim_block_signals(const int *signals, int count, sigset_t *out);
 /// <malloc.h> is not part of Swift's Glibc module.
 int shim_malloc_trim(void);
 
+/// CPUs this process may run on (sched_getaffinity, CPU_COUNT: a GNU macro): what
+/// `workers = auto` counts, so that taskset, systemd's CPUAffinity= or a container's
+/// cpuset give one loop per allowed core, not per online one. 0 if unknown.
+int shim_allowed_cpus(void);
+
 #endif

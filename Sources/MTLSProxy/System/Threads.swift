@@ -1,3 +1,4 @@
+import CGnuTLSShim
 import Glibc
 
 /// Starts an OS thread running `body`: the event loops and the reload work each get
@@ -25,8 +26,10 @@ enum Threads {
         pthread_join(thread, nil)
     }
 
-    /// Cores this process may run on: `workers = auto`.
+    /// Cores this process may run on (its CPU affinity, else the online ones):
+    /// `workers = auto`. Two loops time-sharing one core cost more than they bring.
     static func availableCores() -> Int {
-        max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let allowed = Int(shim_allowed_cpus())
+        return max(1, allowed > 0 ? allowed : Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     }
 }
