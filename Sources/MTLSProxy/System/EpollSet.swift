@@ -50,15 +50,18 @@ final class EpollSet {
         }
     }
 
-    /// Waits up to `timeoutMillis` (-1: no limit) and hands each ready fd's token and
-    /// event bits to `body`. A signal ends the wait early with no events.
-    func wait(timeoutMillis: Int32, _ body: (_ token: UInt64, _ events: UInt32) -> Void) {
+    /// Waits up to `timeoutMillis` (-1: no limit; 0: only looks) and hands each ready
+    /// fd's token and event bits to `body`; returns how many there were. A signal ends
+    /// the wait early with none.
+    @discardableResult
+    func wait(timeoutMillis: Int32, _ body: (_ token: UInt64, _ events: UInt32) -> Void) -> Int {
         let count = epoll_wait(epoll.raw, ready, capacity, timeoutMillis)
         if count < 0 {
             guard errno == EINTR else { preconditionFailure("epoll_wait: \(SystemError("epoll_wait"))") }
-            return
+            return 0
         }
         for i in 0..<Int(count) { body(ready[i].data.u64, ready[i].events) }
+        return Int(count)
     }
 }
 
