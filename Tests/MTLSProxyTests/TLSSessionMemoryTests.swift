@@ -213,6 +213,26 @@ final class TLSSessionMemoryTests: XCTestCase {
         assertSameBytes(transfer(reply, from: pair.client, to: pair.server, readerTransport: pair.serverTransport), reply)
     }
 
+    /// Java ends a TLS 1.3 session with user_canceled, then close_notify: a closure
+    /// alert (RFC 8446 §6.1), so a normal end, named for the log line, whatever level
+    /// it comes at. Any other fatal alert is a failure that names the alert.
+    func testUserCanceledThenCloseNotifyIsANormalEnd() throws {
+        for level in [GNUTLS_AL_WARNING, GNUTLS_AL_FATAL] {
+            let pair = try Pair(pki: pki!)
+            XCTAssertEqual(pair.handshake().server, .completed)
+            XCTAssertEqual(gnutls_alert_send(pair.client.handle, level, GNUTLS_A_USER_CANCELED), 0)
+            if level == GNUTLS_AL_WARNING { XCTAssertTrue(pair.client.finishWriting()) }
+            var buffer = [UInt8](repeating: 0, count: 100)
+            XCTAssertEqual(buffer.withUnsafeMutableBytes { pair.server.read(into: $0) }, .closed, "level \(level)")
+            XCTAssertEqual(pair.server.receivedAlert, "user_canceled")
+        }
+        let pair = try Pair(pki: pki!)
+        XCTAssertEqual(pair.handshake().server, .completed)
+        XCTAssertEqual(gnutls_alert_send(pair.client.handle, GNUTLS_AL_FATAL, GNUTLS_A_INTERNAL_ERROR), 0)
+        var buffer = [UInt8](repeating: 0, count: 100)
+        XCTAssertEqual(buffer.withUnsafeMutableBytes { pair.server.read(into: $0) }, .failed("client sent alert: internal_error"))
+    }
+
     func testWriteThatWouldBlockIsRetriedWithTheSameBytes() throws {
         let pair = try Pair(pki: pki!)
         XCTAssertEqual(pair.handshake().server, .completed)

@@ -321,6 +321,7 @@ final class ClientConnection: EventHandler {
             worker.loop.deregister(fd: backend.raw)
             backend.descriptor.close()
         }
+        report.alertReceived = tls?.receivedAlert
         tls = nil
         transport.release()
         relay?.release()

@@ -9,6 +9,8 @@ struct ConnectionReport {
     var cipher: String?
     var identity: PeerIdentity?
     var resumed = false
+    /// An alert the client sent after the handshake (user_canceled before its close).
+    var alertReceived: String?
     /// Why the client was refused, if it was.
     var refusal: RefusalReason?
     /// What went wrong, when the end itself does not say (a GnuTLS error, a directory answer).
@@ -65,6 +67,7 @@ struct ConnectionReport {
             metadata["serial"] = "\(identity.serialHex)"
         }
         if resumed { metadata["resumed"] = "yes" }
+        if let alertReceived { metadata["alert"] = "\(alertReceived)" }
         if let refusal { metadata["reason"] = "\(refusal.rawValue)" }
         if let detail = detail ?? failureDetail { metadata["detail"] = "\(detail)" }
         let level: Logger.Level = (end == .closed || end == .idleTimeout || end == .revoked) ? .info : .warning

@@ -43,6 +43,8 @@ final class TLSSession: RelayStream {
     private var renegotiationRefused = false
     /// Size of a record GnuTLS has queued after EAGAIN: the retry must pass it again.
     private var pendingWrite = 0
+    /// The last alert the peer sent after the handshake (for the log line).
+    private(set) var receivedAlert: String?
 
     /// The most plaintext one TLS record carries.
     static let maxRecordSize = 16 * 1024
@@ -195,10 +197,27 @@ final class TLSSession: RelayStream {
                 renegotiationRefused = true
             case Int(GNUTLS_E_UNEXPECTED_PACKET) where afterRefusedRenegotiation:
                 continue  // GnuTLS discards the refused ClientHello; the next call reads on
+            case Int(GNUTLS_E_WARNING_ALERT_RECEIVED), Int(GNUTLS_E_FATAL_ALERT_RECEIVED):
+                // user_canceled is a closure alert (RFC 8446 §6.1): the JDK ends its
+                // sessions with it, then close_notify, and GnuTLS may report it as fatal.
+                let alert = gnutls_alert_get(session)
+                receivedAlert = Self.rfcName(of: alert)
+                if alert == GNUTLS_A_USER_CANCELED || alert == GNUTLS_A_CLOSE_NOTIFY {
+                    if rc == Int(GNUTLS_E_FATAL_ALERT_RECEIVED) { return .closed }
+                } else if rc == Int(GNUTLS_E_FATAL_ALERT_RECEIVED) {
+                    return .failed("client sent alert: \(receivedAlert!)")
+                }
+                // A warning (or user_canceled, whose close_notify follows): read on.
             default:
                 return .failed(GnuTLS.describe(Int32(rc)))
             }
         }
+    }
+
+    /// An alert's name as the RFCs write it (user_canceled), from GnuTLS's constant name.
+    private static func rfcName(of alert: gnutls_alert_description_t) -> String {
+        guard let name = gnutls_alert_get_strname(alert).map({ String(cString: $0) }) else { return "alert \(alert.rawValue)" }
+        return name.hasPrefix("GNUTLS_A_") ? name.dropFirst(9).lowercased() : name
     }
 
     /// Whether a read may find bytes without a new readiness event.
