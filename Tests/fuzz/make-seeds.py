@@ -158,6 +158,18 @@ def other_seeds():
     write("proxy-v2", "mixed-long-cn", bytes([0x2b]) + v4 + b"\x01\x02" + v6 + b"\x02\x7c" + "Ünïcode ".encode() * 12)
     write("proxy-v2", "no-address", bytes([0x30, 7]) + b"TLS1.3" + b"bob")
 
+    # Inbound PROXY headers as balancers send them, some with the TLS bytes after them.
+    write("proxy-header", "v1-tcp4", b"PROXY TCP4 192.0.2.1 198.51.100.2 51234 636\r\n\x16\x03\x01")
+    write("proxy-header", "v1-tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 51234 636\r\n")
+    write("proxy-header", "v1-unknown", b"PROXY UNKNOWN\r\n")
+    signature = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
+    body = bytes([192, 0, 2, 1, 198, 51, 100, 2]) + (51234).to_bytes(2, "big") + (636).to_bytes(2, "big") \
+        + bytes([0x20, 0, 5, 7, 0, 0, 0, 0])
+    write("proxy-header", "v2-tcp4", signature + bytes([0x21, 0x11]) + len(body).to_bytes(2, "big") + body + b"\x16\x03\x01")
+    write("proxy-header", "v2-local", signature + bytes([0x20, 0x00, 0, 0]))
+    body6 = bytes(range(32)) + (1).to_bytes(2, "big") + (2).to_bytes(2, "big")
+    write("proxy-header", "v2-tcp6", signature + bytes([0x21, 0x21]) + len(body6).to_bytes(2, "big") + body6)
+
 
 def crl_seeds():
     """CRLs as `openssl ca -gencrl` writes them (scripts/realpki.py): reason codes on

@@ -86,6 +86,9 @@ public enum ConfigParser {
         if listener.crlPolicySetting != nil && listener.crlDir == nil {
             throw fail("crl_policy needs crl_dir")
         }
+        if listener.proxyProtocolIn != .off && listener.trustedProxies.isEmpty {
+            throw fail("proxy_protocol_in needs trusted_proxies: the addresses allowed to send a PROXY header")
+        }
         // Keys of the contract whose features this build does not have yet: refusing them
         // is better than running without the protection the operator asked for.
         if listener.verifyCertInDirectory {
@@ -148,6 +151,13 @@ public enum ConfigParser {
         "session_tickets": { l, v, _ throws(ConfigError.Message) in l.sessionTickets = try bool(v) },
         "ticket_key_file": { l, v, base throws(ConfigError.Message) in l.ticketKeyFile = try path(v, base) },
         "proxy_protocol": { l, v, _ throws(ConfigError.Message) in l.proxyProtocol = try choice(v, "proxy_protocol") },
+        "proxy_protocol_in": { l, v, _ throws(ConfigError.Message) in l.proxyProtocolIn = try choice(v, "proxy_protocol_in") },
+        "trusted_proxies": { l, v, _ throws(ConfigError.Message) in
+            l.trustedProxies = try list(v).map { item throws(ConfigError.Message) -> CIDR in
+                guard let cidr = CIDR.parse(item) else { throw "'\(item)' is not an address or address/prefix (10.0.0.0/8, 2001:db8::/32)" }
+                return cidr
+            }
+        },
         // Subject DNs contain commas: several are separated by ';'.
         "allow_subject": { l, v, _ throws(ConfigError.Message) in l.allowSubject = try list(v, separator: ";") },
         "allow_cn": { l, v, _ throws(ConfigError.Message) in l.allowCN = try list(v) },

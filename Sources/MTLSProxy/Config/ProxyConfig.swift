@@ -32,6 +32,8 @@ public enum CRLPolicy: String, Sendable, CaseIterable {
 }
 
 public enum ProxyProtocol: String, Sendable, CaseIterable { case off, v2 }
+/// Which PROXY header versions a listener reads before the TLS bytes.
+public enum ProxyProtocolIn: String, Sendable, CaseIterable { case off, v1, v2, any }
 public enum CertMap: String, Sendable, CaseIterable { case subject, search }
 public enum DirectoryUnavailable: String, Sendable, CaseIterable { case reject, allow }
 
@@ -64,6 +66,9 @@ public struct ListenerConfig: Sendable {
     public var sessionTickets = true
     public var ticketKeyFile: String?
     public var proxyProtocol = ProxyProtocol.off
+    public var proxyProtocolIn = ProxyProtocolIn.off
+    /// Who may send a PROXY header (required when proxy_protocol_in is on).
+    public var trustedProxies: [CIDR] = []
     public var allowSubject: [String] = []
     public var allowCN: [String] = []
     public var allowOU: [String] = []

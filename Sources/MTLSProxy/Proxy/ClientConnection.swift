@@ -1,12 +1,12 @@
 /// One client, from accept to close: TLS handshake and verification, the optional
 /// directory check, the backend connect, the relay, and the close with its report.
 ///
-/// Phases: handshaking -> (checkingDirectory) -> connecting -> relaying -> closed, or
-/// -> lingering -> closed when the client is refused. No backend connection exists
+/// Phases: (readingProxyHeader) -> handshaking -> (checkingDirectory) -> connecting ->
+/// relaying -> closed, or -> lingering -> closed when the client is refused. No backend connection exists
 /// before the client's chain has been verified: nothing reaches the backend before that.
 /// Each phase sets `deadline` when it begins, and the one timer enforces it.
 final class ClientConnection: EventHandler {
-    enum Phase { case handshaking, checkingDirectory, connecting, relaying, lingering, closed }
+    enum Phase { case readingProxyHeader, handshaking, checkingDirectory, connecting, relaying, lingering, closed }
 
     let id: UInt64
     let listener: ListenerRuntime
@@ -58,6 +58,49 @@ final class ClientConnection: EventHandler {
         // Edge-triggered, both directions, registered once: readiness is tracked by the
         // sockets and the relay, so no epoll_ctl is needed per state change.
         worker.loop.register(fd: client.raw, events: Epoll.edgeTriggeredBoth, handler: self)
+        let config = listener.config
+        guard config.proxyProtocolIn != .off else { return startTLS() }
+        guard let address = report.peer.ipBytesAndPort?.bytes, config.trustedProxies.contains(where: { $0.contains(address) }) else {
+            report.refused(.untrustedProxy, metrics: listener.metrics)
+            return close(.refused, detail: "proxy_protocol_in is on and \(report.peer) is not in trusted_proxies")
+        }
+        enter(.readingProxyHeader, until: report.acceptedAt + config.handshakeTimeoutNanos)
+        readProxyHeader()
+    }
+
+    /// The balancer's header comes before the TLS bytes. It is peeked at until complete,
+    /// then exactly its bytes are taken: the TLS bytes after it stay in the socket.
+    private func readProxyHeader() {
+        var bytes = [UInt8](repeating: 0, count: InboundProxyHeader.v2MaxLength)
+        let seen: Int
+        switch client.descriptor.peek(into: &bytes) {
+        case .processed(let n): seen = n
+        case .wouldBlock: return
+        case .closed, .failed:
+            report.refused(.badProxyHeader, metrics: listener.metrics)
+            return close(.refused, detail: "the connection ended before its PROXY header")
+        }
+        let mode = listener.config.proxyProtocolIn
+        switch InboundProxyHeader.parse(Array(bytes.prefix(seen)), v1: mode != .v2, v2: mode != .v1) {
+        case .incomplete:
+            return  // the rest brings a new edge; a header that never completes meets the deadline
+        case .invalid(let why):
+            report.refused(.badProxyHeader, metrics: listener.metrics)
+            close(.refused, detail: why)
+        case .header(let length, let source):
+            var header = [UInt8](repeating: 0, count: length)
+            guard client.descriptor.receive(into: &header) == .processed(length) else {
+                return close(.error, detail: "could not take the PROXY header it had seen")
+            }
+            if let source, let address = SocketAddress(ipBytes: source.address, port: source.port) {
+                report.proxiedBy = report.peer
+                report.peer = address
+            }
+            startTLS()
+        }
+    }
+
+    private func startTLS() {
         do {
             tls = try TLSSession(server: trust, ticketKey: listener.ticketKey, transport: transport)
         } catch {
@@ -203,6 +246,7 @@ final class ClientConnection: EventHandler {
         if fd == client.raw {
             client.noteEvents(events)
             switch phase {
+            case .readingProxyHeader: readProxyHeader()
             case .handshaking: driveHandshake()
             case .lingering: drainLingering()
             case .relaying:
@@ -233,7 +277,7 @@ final class ClientConnection: EventHandler {
 
     private func timerFired(now: UInt64) {
         switch phase {
-        case .handshaking where now >= deadline:
+        case .readingProxyHeader where now >= deadline, .handshaking where now >= deadline:
             report.refused(.handshakeTimeout, metrics: listener.metrics)
             return close(.handshakeTimeout, detail: "no complete handshake within \(ConfigDuration.describe(listener.config.handshakeTimeoutNanos))")
         case .handshaking where handshakeYielded:

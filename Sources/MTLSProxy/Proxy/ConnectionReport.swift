@@ -3,7 +3,10 @@ import Logging
 /// What a connection tells the operator: one log line when it ends (who, how, why),
 /// and the listener's metrics, bytes included while it runs.
 struct ConnectionReport {
-    let peer: SocketAddress
+    /// The client: the connection's peer, or the address its PROXY header names.
+    var peer: SocketAddress
+    /// The balancer that sent the PROXY header, if one did.
+    var proxiedBy: SocketAddress?
     let acceptedAt: UInt64
     var tlsVersion: String?
     var cipher: String?
@@ -67,6 +70,7 @@ struct ConnectionReport {
             metadata["serial"] = "\(identity.serialHex)"
         }
         if resumed { metadata["resumed"] = "yes" }
+        if let proxiedBy { metadata["via"] = "\(proxiedBy)" }
         if let alertReceived { metadata["alert"] = "\(alertReceived)" }
         if let refusal { metadata["reason"] = "\(refusal.rawValue)" }
         if let detail = detail ?? failureDetail { metadata["detail"] = "\(detail)" }

@@ -84,6 +84,20 @@ final class Descriptor {
         }
     }
 
+    /// Looks at what the peer sent without taking it (MSG_PEEK).
+    func peek(into buffer: inout [UInt8]) -> IOResult {
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(raw, $0.baseAddress, $0.count, Int32(MSG_PEEK)) }
+            if n > 0 { return .processed(n) }
+            if n == 0 { return .closed }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN: return .wouldBlock
+            case let code: return .error("recv", code)
+            }
+        }
+    }
+
     /// Our side is done writing: the peer reads EOF after what was sent.
     func shutdownWrite() {
         _ = shutdown(raw, Int32(SHUT_WR))

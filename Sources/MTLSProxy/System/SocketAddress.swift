@@ -49,6 +49,38 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
+    /// An IPv4 (4 bytes) or IPv6 (16 bytes) address and port, as a PROXY header gives it.
+    init?(ipBytes: [UInt8], port: UInt16) {
+        switch ipBytes.count {
+        case 4:
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin.sin_addr) { $0.copyBytes(from: ipBytes) }
+            withUnsafeBytes(of: sin) { raw in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: raw) } }
+            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        case 16:
+            var sin6 = sockaddr_in6()
+            sin6.sin6_family = sa_family_t(AF_INET6)
+            sin6.sin6_port = port.bigEndian
+            withUnsafeMutableBytes(of: &sin6.sin6_addr) { $0.copyBytes(from: ipBytes) }
+            withUnsafeBytes(of: sin6) { raw in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: raw) } }
+            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        default:
+            return nil
+        }
+    }
+
+    /// The bytes of a numeric IPv4 or IPv6 address ("10.1.2.3", "2001:db8::1"); nil for
+    /// anything else (no name lookups).
+    package static func ipBytes(_ text: String) -> [UInt8]? {
+        var v4 = in_addr()
+        if !text.contains(":"), inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: v4) { Array($0) } }
+        var v6 = in6_addr()
+        if text.contains(":"), inet_pton(AF_INET6, text, &v6) == 1 { return withUnsafeBytes(of: v6) { Array($0) } }
+        return nil
+    }
+
     /// The address of an accepted peer.
     init(storage: sockaddr_storage, length: socklen_t) {
         self.storage = storage

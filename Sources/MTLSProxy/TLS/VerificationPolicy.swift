@@ -20,6 +20,10 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case notInDirectory = "not_in_directory"
     /// verify_cert_in_directory with directory_unavailable = reject, and no answer.
     case directoryUnavailable = "directory_unavailable"
+    /// proxy_protocol_in: the PROXY header was malformed or missing.
+    case badProxyHeader = "bad_proxy_header"
+    /// proxy_protocol_in: the connection came from an address not in trusted_proxies.
+    case untrustedProxy = "untrusted_proxy"
 
     /// The TLS alert number the client is sent (TLS 1.2 has no certificate_required).
     func alert(tls13: Bool) -> UInt32 {
@@ -31,7 +35,8 @@ public enum RefusalReason: String, Sendable, CaseIterable {
         // Revocation status unknown: "some other issue rendering it unacceptable".
         case .crlMissing, .crlExpired: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
         case .notYetValid, .wrongPurpose, .badCertificate: return GNUTLS_A_BAD_CERTIFICATE.rawValue
-        case .handshakeFailed, .handshakeTimeout: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
+        // The PROXY refusals come before TLS: no alert goes out for them.
+        case .handshakeFailed, .handshakeTimeout, .badProxyHeader, .untrustedProxy: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
         case .notAllowed, .notInDirectory, .directoryUnavailable: return GNUTLS_A_ACCESS_DENIED.rawValue
         }
     }

@@ -9,4 +9,5 @@ let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "ldap-filter": fuzzLDAPFilter,
     "ldap-framer": fuzzLDAPFramer,
     "proxy-v2": fuzzProxyV2,
+    "proxy-header": fuzzProxyHeader,
 ]
