@@ -7,8 +7,10 @@ section 6.1). Both are a normal end, so every session must be logged end=closed,
 end=error. It does so only when it closes before the proxy's close_notify (sent once slapd
 has closed after the client's Unbind) has reached it; otherwise it answers that
 close_notify with its own, as TLS 1.2 always does (checked with -Djavax.net.debug=all and
-MTLS_PROXY_GNUTLS_DEBUG=6: "Alert[1|90] - User canceled - was received", level warning)."""
+MTLS_PROXY_GNUTLS_DEBUG=6: "Alert[1|90] - User canceled - was received", level warning).
+Such a session is logged end=closed alert=user_canceled."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -93,3 +95,11 @@ def test_jndi_sessions_end_closed(ldap_proxy, jndi_classes, java_stores, tls):
     assert not errors, f"{len(errors)} of {SESSIONS} sessions logged end=error:\n" + "\n".join(lines)
     assert all("connection closed" in line and " end=closed" in line and f"tls=TLS{tls}" in line
                for line in lines), "\n".join(lines)
+    # The alert the client sent is named in the line: only ever user_canceled here, and in
+    # TLS 1.3 at least once, or this run never met the closure alert it is about.
+    alerts = [re.search(r" alert=(\S+)", line).group(1) for line in lines if " alert=" in line]
+    assert set(alerts) <= {"user_canceled"}, "\n".join(lines)
+    if tls == "1.3":
+        assert alerts, "the JDK sent no user_canceled in any session:\n" + "\n".join(lines)
+    else:
+        assert not alerts, "\n".join(lines)
