@@ -28,7 +28,7 @@ final class TLSSessionMemoryTests: XCTestCase {
             trust = try TrustState(config: pki.listenerConfig())
             credentials = pki.clientCredentials(withCertificate: clientCertificate)
             (serverTransport, clientTransport) = MemoryTransport.pair(seed: seed)
-            server = try TLSSession(server: trust, ticketKey: nil, transport: serverTransport)
+            server = try TLSSession(server: trust, transport: serverTransport)
             client = try TLSSession(client: credentials.raw, owner: credentials, priority: clientPriority,
                                     transport: clientTransport)
             server.onPeerCertificates = { [unowned self] in

@@ -91,3 +91,42 @@ def test_bad_ticket_key_file_is_a_config_error(binary, pki, tmp_path):
     result = subprocess.run([binary, "--config", str(config), "--check"], capture_output=True)
     assert result.returncode == 1
     assert f"{key}: a ticket key is 64 bytes" in result.stderr.decode()
+
+
+def test_a_new_key_in_the_ticket_key_file_is_picked_up(start_proxy, pki, backend, tmp_path):
+    """Rotating the key: write a new one into ticket_key_file (on every instance). It is
+    reloaded like a certificate; tickets issued under the old key then get a full
+    handshake (the connection still works), and new tickets resume."""
+    key = tmp_path / "ticket.key"
+    key.write_text(base64.b64encode(os.urandom(64)).decode() + "\n")
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address, ticket_key_file=str(key)))
+    old = session_of(port, pki, "alice")
+    fresh = tmp_path / "ticket.key.new"
+    fresh.write_text(base64.b64encode(os.urandom(64)).decode() + "\n")
+    os.replace(fresh, key)
+    proxy.wait_for_log("reloaded")
+    with connect(port, pki, "alice", session=old) as s:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        assert not s.session_reused, "a ticket of the old key must not resume"
+    new = session_of(port, pki, "alice")
+    with connect(port, pki, "alice", session=new) as s:
+        s.sendall(b"y")
+        assert s.recv(1) == b"y"
+        assert s.session_reused
+
+
+def test_a_reload_keeps_the_random_ticket_key(start_proxy, pki, backend):
+    """Without ticket_key_file the key is random per process: a reload (a new CRL, a
+    SIGHUP) must not throw away every ticket in flight."""
+    import signal
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, backend.address))
+    session = session_of(port, pki, "alice")
+    proxy.signal(signal.SIGHUP)
+    proxy.wait_for_log("reloaded")
+    with connect(port, pki, "alice", session=session) as s:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        assert s.session_reused

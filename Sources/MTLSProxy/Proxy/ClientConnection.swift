@@ -102,7 +102,7 @@ final class ClientConnection: EventHandler {
 
     private func startTLS() {
         do {
-            tls = try TLSSession(server: trust, ticketKey: listener.ticketKey, transport: transport)
+            tls = try TLSSession(server: trust, transport: transport)
         } catch {
             return close(.error, detail: "\(error)")
         }

@@ -10,8 +10,6 @@ final class ListenerRuntime: Sendable {
     let backendAddress: SocketAddress
     let metrics: ListenerMetrics
     let logger: Logger
-    /// nil when session_tickets = no: every connection then makes a full handshake.
-    let ticketKey: TicketKey?
     private let trustBox: Mutex<TrustState>
     /// Connections open on all workers, for max_connections.
     let active = Atomic<Int>(0)
@@ -25,10 +23,9 @@ final class ListenerRuntime: Sendable {
     /// Last directory connection event: 0 = none yet, 1 = up, 2 = down.
     let directoryState = Atomic<Int>(0)
 
-    init(config: ListenerConfig, trust: TrustState, ticketKey: TicketKey?, directoryPassword: [UInt8],
+    init(config: ListenerConfig, trust: TrustState, directoryPassword: [UInt8],
          metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
         self.config = config
-        self.ticketKey = ticketKey
         self.directoryPassword = directoryPassword
         directoryAddress = config.verifyCertInDirectory
             ? try SocketAddress.resolve(config.directoryEndpoint ?? config.backend!) : nil

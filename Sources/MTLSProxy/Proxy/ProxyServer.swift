@@ -26,13 +26,11 @@ public enum StartupError: Error, CustomStringConvertible {
 public struct LoadedConfiguration {
     let config: ProxyConfig
     let trusts: [TrustState]
-    let ticketKeys: [TicketKey?]
     let directoryPasswords: [[UInt8]]
 
     public init(_ config: ProxyConfig) throws(StartupError) {
         self.config = config
         var trusts: [TrustState] = []
-        var ticketKeys: [TicketKey?] = []
         var directoryPasswords: [[UInt8]] = []
         for listener in config.listeners {
             if let file = listener.directoryBindPasswordFile, listener.verifyCertInDirectory {
@@ -48,11 +46,6 @@ public struct LoadedConfiguration {
             }
             do {
                 trusts.append(try TrustState(config: listener))
-                if listener.sessionTickets {
-                    ticketKeys.append(try listener.ticketKeyFile.map { file throws(TrustLoadError) in try TicketKey(file: file) } ?? TicketKey())
-                } else {
-                    ticketKeys.append(nil)
-                }
             } catch {
                 throw .configuration("[\(listener.name)] \(error)")
             }
@@ -63,7 +56,6 @@ public struct LoadedConfiguration {
             }
         }
         self.trusts = trusts
-        self.ticketKeys = ticketKeys
         self.directoryPasswords = directoryPasswords
     }
 
@@ -131,7 +123,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             let trust = loaded.trusts[index]
             do {
                 listeners.append(try ListenerRuntime(
-                    config: listenerConfig, trust: trust, ticketKey: loaded.ticketKeys[index],
+                    config: listenerConfig, trust: trust,
                     directoryPassword: loaded.directoryPasswords[index], metrics: metrics.listener(listenerConfig.name), logger: logger))
             } catch {
                 throw .configuration("[\(listenerConfig.name)] \(error)")

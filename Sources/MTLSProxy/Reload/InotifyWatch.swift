@@ -30,7 +30,7 @@ final class InotifyWatch {
                 add(dir, mask: Self.folderEvents, listener: index, names: nil)
                 add(FilePath.parent(of: dir), mask: Self.parentEvents, listener: index, names: [FilePath.lastComponent(of: dir)])
             }
-            for file in [listener.cert!, listener.key!, listener.caBundle!] {
+            for file in [listener.cert!, listener.key!, listener.caBundle!] + [listener.ticketKeyFile].compactMap({ $0 }) {
                 add(FilePath.parent(of: file), mask: Self.parentEvents, listener: index, names: [FilePath.lastComponent(of: file)])
             }
         }
@@ -64,7 +64,7 @@ enum FileFingerprint {
     /// must not take it for a change and reload (which would fail for the same reason).
     static func of(_ listener: ListenerConfig) -> [String]? {
         var parts: [String] = []
-        var files = [listener.cert!, listener.key!, listener.caBundle!]
+        var files = [listener.cert!, listener.key!, listener.caBundle!] + [listener.ticketKeyFile].compactMap { $0 }
         if let dir = listener.crlDir {
             do {
                 files += try CRLSet.listFiles(dir).map { dir + "/" + $0 }

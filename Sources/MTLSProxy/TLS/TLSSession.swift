@@ -53,7 +53,7 @@ final class TLSSession: RelayStream {
     static let handshakeCallsPerRun = 1024
 
     /// A server session under `trust`: demands a client certificate.
-    init(server trust: TrustState, ticketKey: TicketKey?, transport: TLSTransport) throws(GnuTLSError) {
+    init(server trust: TrustState, transport: TLSTransport) throws(GnuTLSError) {
         // NONBLOCK: GnuTLS must never wait inside a call; deadlines are our timers.
         session = try Self.makeSession(flags: UInt32(GNUTLS_SERVER) | UInt32(GNUTLS_NONBLOCK))
         self.transport = transport
@@ -61,7 +61,7 @@ final class TLSSession: RelayStream {
         gnutls_priority_set(session, trust.priority)
         gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(trust.credentials))
         gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE)
-        ticketKey?.enable(on: session)
+        trust.ticketKey?.enable(on: session)
         attach()
         gnutls_handshake_set_hook_function(
             session, GNUTLS_HANDSHAKE_CERTIFICATE_PKT.rawValue, GNUTLS_HOOK_PRE, Self.certificateMessageHook)

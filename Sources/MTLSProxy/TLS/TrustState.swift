@@ -32,6 +32,10 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
     let loadedAt: Int
     /// Distinguishes states for the verification cache: a result holds for one state only.
     let generation: UInt64
+    /// The session ticket master key (nil with session_tickets = no). Read again from
+    /// ticket_key_file on every reload, so a new key in the file takes effect like a new
+    /// certificate; without a file, one random key for the process's lifetime.
+    let ticketKey: TicketKey?
 
     init(
         config: ListenerConfig, previous: TrustState? = nil
@@ -43,6 +47,13 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
         let certBytes = try Self.read(certPath)
         let keyBytes = try Self.read(keyPath)
         let caBytes = try Self.read(caPath)
+        if !config.sessionTickets {
+            ticketKey = nil
+        } else if let file = config.ticketKeyFile {
+            ticketKey = try TicketKey(file: file)
+        } else {
+            if let kept = previous?.ticketKey { ticketKey = kept } else { ticketKey = try TicketKey() }
+        }
 
         do {
             serverCertificate = try CertificateInfo.loadAll(from: certBytes, format: GNUTLS_X509_FMT_PEM)[0]
