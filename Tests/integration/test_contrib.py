@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 
 import pytest
 import yaml
@@ -27,7 +28,7 @@ MAX_EXPOSURE = 2.0
 
 
 def tool(name):
-    path = shutil.which(name)
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
     assert path, f"{name} is missing: run scripts/install-deps"
     return path
 
@@ -324,3 +325,30 @@ def test_kubernetes_config_is_accepted_by_the_proxy(pki, backend, start_proxy, t
     start_proxy(conf)
     wait_until(lambda: http_get(health, "/readyz")[0] == 200, what="/readyz 200")
     assert round_trip(port, pki, "alice") == b"ping\n"
+
+
+# ---- HAProxy ------------------------------------------------------------------------
+
+def test_readme_haproxy_snippet_is_valid(pki, backend, tmp_path):
+    """README's balancer snippet is a configuration HAProxy accepts, health-checks
+    /readyz, and sends a PROXY header only if this build's proxy reads one."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    match = re.search(r"\n((?:    frontend ldaps\n)(?:(?:    .*)?\n)*?)\n(?!    )", readme)
+    assert match, "no HAProxy snippet (an indented block from `frontend ldaps`) in README.md"
+    snippet = textwrap.dedent(match.group(1))
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(snippet)
+    result = subprocess.run([tool("haproxy"), "-c", "-f", str(cfg)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mode tcp" in snippet and "option httpchk GET /readyz" in snippet
+    servers = re.findall(r"^\s*server .*$", snippet, re.M)
+    assert servers and all(re.search(r"\bcheck port \d+", s) for s in servers), servers
+
+    config = tmp_path / "proxy.conf"
+    config.write_text(proxy_config(pki, free_port(), backend.address, proxy_protocol_in="v2",
+                                   trusted_proxies="127.0.0.1/32"))
+    check = subprocess.run([BINARY, "--config", str(config), "--check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        assert "proxy_protocol_in" in check.stdout + check.stderr, check.stdout + check.stderr
+        assert not any("send-proxy" in s for s in servers), "this build reads no PROXY header"
