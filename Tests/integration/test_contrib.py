@@ -6,6 +6,7 @@ command line and the ConfigMap's proxy.conf must be accepted by it, and what the
 calls while it serves, reloads and stops must pass the unit's system call filter and
 MemoryDenyWriteExecute."""
 import base64
+import ctypes
 import os
 import re
 import shlex
@@ -142,11 +143,27 @@ def allowed_calls(groups_and_calls):
     return allowed
 
 
+PR_SET_MDWE, PR_GET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 66, 1
+
+
+def kernel_has_mdwe():
+    return ctypes.CDLL(None, use_errno=True).prctl(PR_GET_MDWE, 0, 0, 0, 0) >= 0
+
+
+def deny_write_execute():
+    """In the child before exec: the kernel's own memory-deny-write-execute (Linux 6.3+),
+    inherited across exec, which refuses what systemd's MemoryDenyWriteExecute= does:
+    a writable and executable mapping, or making a mapping executable later."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        os._exit(99)
+
+
 def test_syscalls_pass_the_units_filter_and_memory_deny_write_execute(pki, backend, tmp_path):
     """The real proxy under strace: starts, serves a client, answers /readyz, follows a
     new CRL, reloads on SIGHUP and stops on SIGTERM. Every system call it makes must be
     allowed by the unit's SystemCallFilter= (@system-service), and no mapping may be writable and
-    executable, nor made executable later (MemoryDenyWriteExecute=)."""
+    executable, nor made executable later (MemoryDenyWriteExecute=): seen in the trace,
+    and enforced by the kernel where it can (PR_SET_MDWE)."""
     (filter_,) = unit_settings()["SystemCallFilter"]
     assert not filter_.startswith("~"), "an allow-list"
     assert unit_settings()["MemoryDenyWriteExecute"] == ["yes"]
@@ -160,7 +177,8 @@ def test_syscalls_pass_the_units_filter_and_memory_deny_write_execute(pki, backe
     trace, log_path = tmp_path / "strace.txt", tmp_path / "proxy.log"
     with open(log_path, "wb") as log:
         tracer = subprocess.Popen([tool("strace"), "-f", "-qq", "-o", str(trace), BINARY, "--config", str(config)],
-                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  preexec_fn=deny_write_execute if kernel_has_mdwe() else None)
     try:
         def log_has(text):
             assert tracer.poll() is None, log_path.read_text()
