@@ -349,7 +349,7 @@ def test_kubernetes_config_is_accepted_by_the_proxy(pki, backend, start_proxy, t
 
 def test_readme_haproxy_snippet_is_valid(pki, backend, tmp_path):
     """README's balancer snippet is a configuration HAProxy accepts, health-checks
-    /readyz, and sends a PROXY header only if this build's proxy reads one."""
+    /readyz, and sends a PROXY header if and only if this build's proxy reads one."""
     with open(os.path.join(REPO, "README.md")) as f:
         readme = f.read()
     match = re.search(r"\n((?:    frontend ldaps\n)(?:(?:    .*)?\n)*?)\n(?!    )", readme)
@@ -367,6 +367,9 @@ def test_readme_haproxy_snippet_is_valid(pki, backend, tmp_path):
     config.write_text(proxy_config(pki, free_port(), backend.address, proxy_protocol_in="v2",
                                    trusted_proxies="127.0.0.1/32"))
     check = subprocess.run([BINARY, "--config", str(config), "--check"], capture_output=True, text=True)
-    if check.returncode != 0:
+    if check.returncode == 0:
+        assert all("send-proxy-v2" in s for s in servers), servers
+        assert re.search(r"^\s*proxy_protocol_in = v2$", readme, re.M), "README: the instances' side"
+    else:
         assert "proxy_protocol_in" in check.stdout + check.stderr, check.stdout + check.stderr
         assert not any("send-proxy" in s for s in servers), "this build reads no PROXY header"
