@@ -117,6 +117,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
     private let draining = Atomic<Bool>(false)
     private var reloader: Reloader?
     private var shutdownTicker: LoopTimer?
+    private var drainDelayTimer: LoopTimer?
 
     public init(_ loaded: LoadedConfiguration, logger: Logger) {
         self.loaded = loaded
@@ -222,10 +223,25 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
 
     // MARK: - Shutdown
 
-    /// Stops accepting at once, lets open connections finish for shutdown_grace, then
-    /// ends the rest and stops the loops.
+    /// Turns /readyz to 503 at once; after drain_delay (at once when it is 0) stops
+    /// accepting, lets open connections finish for shutdown_grace, then ends the rest
+    /// and stops the loops.
     private func beginShutdown() {
         draining.store(true, ordering: .relaxed)
+        let delay = loaded.config.global.drainDelayNanos
+        guard delay > 0 else {
+            closeListenersAndDrain()
+            return
+        }
+        // The listeners stay open so that connections a balancer still sends (its
+        // health check has not seen the 503 yet) are served, not refused.
+        logger.info("draining: /readyz reports 503, listeners keep accepting for drain_delay", metadata: [
+            "detail": "drain_delay \(ConfigDuration.describe(delay))",
+        ])
+        drainDelayTimer = workers[0].loop.after(delay) { [unowned self] _ in self.closeListenersAndDrain() }
+    }
+
+    private func closeListenersAndDrain() {
         let grace = loaded.config.global.shutdownGraceNanos
         logger.info("stopping: listeners closed, draining open connections", metadata: [
             "detail": "shutdown_grace \(ConfigDuration.describe(grace))",
