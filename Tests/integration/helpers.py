@@ -173,8 +173,10 @@ class Proxy:
         self.log_path = self.config_path + ".log"
         self.log_file = open(self.log_path, "wb")
         cmd = [BINARY] + (args if args is not None else ["--config", self.config_path])
-        # `env` adds variables (NOTIFY_SOCKET...) to the test's own environment.
-        environment = dict(os.environ, **env) if env else None
+        # `env` adds variables (NOTIFY_SOCKET...) to the test's own environment; the
+        # systemd ones of the test run itself (under a service manager) stay out.
+        environment = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        environment.update(env or {})
         self.process = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=environment)
         if wait:

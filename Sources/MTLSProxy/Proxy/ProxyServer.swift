@@ -118,6 +118,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
     private var reloader: Reloader?
     private var shutdownTicker: LoopTimer?
     private var drainDelayTimer: LoopTimer?
+    private var notifier: ServiceNotifier?
 
     public init(_ loaded: LoadedConfiguration, logger: Logger) {
         self.loaded = loaded
@@ -168,8 +169,20 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 }
                 logger.info("health endpoint listening", metadata: ["detail": "\(Socket.localAddress(fd))"])
             }
+            let counted = listeners
+            notifier = ServiceNotifier.fromEnvironment(logger: logger) {
+                counted.reduce(0) { $0 + $1.active.load(ordering: .relaxed) }
+            }
             signals = try SignalWatcher(loop: loop0) { [unowned self] signal in self.handleSignal(signal) }
-            reloader = try Reloader(listeners: listeners, metrics: metrics, logger: logger) { [unowned self] listener, trust in
+            let notifier = self.notifier
+            reloader = try Reloader(listeners: listeners, metrics: metrics, logger: logger, phases: notifier.map { notifier in
+                { phase in
+                    switch phase {
+                    case .started(let why): notifier.reloading(why: why)
+                    case .finished(let success, let why): notifier.reloaded(success: success, why: why)
+                    }
+                }
+            }) { [unowned self] listener, trust in
                 // Live connections of newly revoked certificates go too (rule 4).
                 guard listener.config.revokeActive else { return }
                 self.forEachWorker { $0.closeRevoked(listener: listener, trust: trust) }
@@ -199,6 +212,13 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
         }
         workers[0].startAccepting()
         logger.info("mtls-proxy started", metadata: ["detail": "\(workerCount) workers, \(listeners.count) listeners"])
+        if let notifier {
+            // Every listening socket is bound and listening (the kernel queues
+            // connections from here on), so systemd may start what depends on us.
+            notifier.ready(on: workers[0].loop, heartbeats: workers.map(\.heartbeat))
+            let watchdog = notifier.watchdogPeriodNanos.map { "ping every \(ConfigDuration.describe($0))" } ?? "off"
+            logger.info("systemd notified", metadata: ["detail": "READY=1; watchdog \(watchdog)"])
+        }
         workers[0].loop.run()
         for thread in threads { Threads.join(thread) }
         logger.info("mtls-proxy stopped")
@@ -228,6 +248,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
     /// and stops the loops.
     private func beginShutdown() {
         draining.store(true, ordering: .relaxed)
+        notifier?.stopping()
         let delay = loaded.config.global.drainDelayNanos
         guard delay > 0 else {
             closeListenersAndDrain()
