@@ -16,6 +16,9 @@ final class ServiceNotifier: @unchecked Sendable {
     private let openConnections: @Sendable () -> Int
     private let lastReload = Mutex<String>("none")
     private let watchdogFailed = Atomic<Bool>(false)
+    /// After STOPPING=1, a reload still running says nothing more: to systemd the
+    /// service is on its way out, not back to ready.
+    private let stopped = Atomic<Bool>(false)
     /// Half of WATCHDOG_USEC, in nanoseconds; nil without a watchdog for us.
     let watchdogPeriodNanos: UInt64?
     private var watchdogTimer: LoopTimer?
@@ -69,6 +72,7 @@ final class ServiceNotifier: @unchecked Sendable {
     /// A reload begins (SIGHUP or changed files). systemd's notify-reload matches
     /// MONOTONIC_USEC against the time it sent SIGHUP, so both go in one datagram.
     func reloading(why: String) {
+        guard !stopped.load(ordering: .relaxed) else { return }
         send("RELOADING=1\nMONOTONIC_USEC=\(monotonicNanos() / 1_000)\nSTATUS=reloading (\(why))", what: "RELOADING")
     }
 
@@ -76,10 +80,12 @@ final class ServiceNotifier: @unchecked Sendable {
     /// the new one failed).
     func reloaded(success: Bool, why: String) {
         lastReload.withLock { $0 = (success ? "ok" : "FAILED, kept the previous state") + " (\(why)) at \(Timestamp.iso8601(wallClockSeconds()))" }
+        guard !stopped.load(ordering: .relaxed) else { return }
         send("READY=1\nSTATUS=\(status())", what: "READY after reload")
     }
 
     func stopping() {
+        stopped.store(true, ordering: .relaxed)
         send("STOPPING=1\nSTATUS=stopping: \(openConnections()) open connections draining", what: "STOPPING")
         statusTimer?.cancel()
     }
