@@ -54,12 +54,15 @@ final class ConfigParserTests: XCTestCase {
             log_format = json
             health_listen = [::1]:8080
             shutdown_grace = 500ms
+            drain_delay = 2s
 
             """ + minimal)
         XCTAssertEqual(config.global.workers, 3)
         XCTAssertEqual(config.global.logFormat, .json)
         XCTAssertEqual(config.global.healthListen, .inet6(host: "::1", port: 8080))
         XCTAssertEqual(config.global.shutdownGraceNanos, 500_000_000)
+        XCTAssertEqual(config.global.drainDelayNanos, 2_000_000_000)
+        XCTAssertEqual(try parse(minimal).global.drainDelayNanos, 0, "no delay unless asked for")
         XCTAssertNil(try parse("workers = auto\n" + minimal).global.workers)
     }
 

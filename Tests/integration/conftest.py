@@ -68,8 +68,8 @@ def start_proxy(binary, workdir):
     """Starts the real binary; stops every proxy it started at the end of the test."""
     started = []
 
-    def start(config_text=None, args=None, wait=True):
-        proxy = Proxy(workdir, config_text or "", args=args, wait=wait)
+    def start(config_text=None, args=None, wait=True, env=None):
+        proxy = Proxy(workdir, config_text or "", args=args, wait=wait, env=env)
         started.append(proxy)
         return proxy
 

@@ -165,7 +165,7 @@ def refusal(port, pki, name, tls=None):
 class Proxy:
     """The real mtls-proxy binary with a config file, its log in a file."""
 
-    def __init__(self, workdir, config_text, args=None, wait=True):
+    def __init__(self, workdir, config_text, args=None, wait=True, env=None):
         self.workdir = workdir
         self.config_path = os.path.join(workdir, f"proxy-{free_port()}.conf")
         with open(self.config_path, "w") as f:
@@ -173,7 +173,12 @@ class Proxy:
         self.log_path = self.config_path + ".log"
         self.log_file = open(self.log_path, "wb")
         cmd = [BINARY] + (args if args is not None else ["--config", self.config_path])
-        self.process = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # `env` adds variables (NOTIFY_SOCKET...) to the test's own environment; the
+        # systemd ones of the test run itself (under a service manager) stay out.
+        environment = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
+        environment.update(env or {})
+        self.process = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=environment)
         if wait:
             self.wait_for_log("mtls-proxy started", timeout=15)
 

@@ -124,6 +124,7 @@ public enum ConfigParser {
             config.healthListen = try Endpoint.parse(value, allowUnix: false).get()
         },
         "shutdown_grace": { config, value throws(ConfigError.Message) in config.shutdownGraceNanos = try duration(value) },
+        "drain_delay": { config, value throws(ConfigError.Message) in config.drainDelayNanos = try duration(value) },
         "user": { config, value throws(ConfigError.Message) in config.user = try nonEmpty(value) },
         "group": { config, value throws(ConfigError.Message) in config.group = try nonEmpty(value) },
     ]

@@ -18,6 +18,9 @@ public struct GlobalConfig: Sendable {
     public var logFormat: LogFormat = .text
     public var healthListen: Endpoint?
     public var shutdownGraceNanos: UInt64 = 30_000_000_000
+    /// After SIGTERM, how long the listeners keep accepting while /readyz already says
+    /// 503, so that a balancer's health check stops sending before the port goes away.
+    public var drainDelayNanos: UInt64 = 0
     public var user: String?
     public var group: String?
 

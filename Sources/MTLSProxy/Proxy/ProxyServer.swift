@@ -109,6 +109,8 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
     private let draining = Atomic<Bool>(false)
     private var reloader: Reloader?
     private var shutdownTicker: LoopTimer?
+    private var drainDelayTimer: LoopTimer?
+    private var notifier: ServiceNotifier?
 
     public init(_ loaded: LoadedConfiguration, logger: Logger) {
         self.loaded = loaded
@@ -159,8 +161,20 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 }
                 logger.info("health endpoint listening", metadata: ["detail": "\(Socket.localAddress(fd))"])
             }
+            let counted = listeners
+            notifier = ServiceNotifier.fromEnvironment(logger: logger) {
+                counted.reduce(0) { $0 + $1.active.load(ordering: .relaxed) }
+            }
             signals = try SignalWatcher(loop: loop0) { [unowned self] signal in self.handleSignal(signal) }
-            reloader = try Reloader(listeners: listeners, metrics: metrics, logger: logger) { [unowned self] listener, trust in
+            let notifier = self.notifier
+            reloader = try Reloader(listeners: listeners, metrics: metrics, logger: logger, phases: notifier.map { notifier in
+                { phase in
+                    switch phase {
+                    case .started(let why): notifier.reloading(why: why)
+                    case .finished(let success, let why): notifier.reloaded(success: success, why: why)
+                    }
+                }
+            }) { [unowned self] listener, trust in
                 // Live connections of newly revoked certificates go too (rule 4).
                 guard listener.config.revokeActive else { return }
                 self.forEachWorker { $0.closeRevoked(listener: listener, trust: trust) }
@@ -190,6 +204,13 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
         }
         workers[0].startAccepting()
         logger.info("mtls-proxy started", metadata: ["detail": "\(workerCount) workers, \(listeners.count) listeners"])
+        if let notifier {
+            // Every listening socket is bound and listening (the kernel queues
+            // connections from here on), so systemd may start what depends on us.
+            notifier.ready(on: workers[0].loop, heartbeats: workers.map(\.heartbeat))
+            let watchdog = notifier.watchdogPeriodNanos.map { "ping every \(ConfigDuration.describe($0))" } ?? "off"
+            logger.info("systemd notified", metadata: ["detail": "READY=1; watchdog \(watchdog)"])
+        }
         workers[0].loop.run()
         for thread in threads { Threads.join(thread) }
         logger.info("mtls-proxy stopped")
@@ -214,10 +235,26 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
 
     // MARK: - Shutdown
 
-    /// Stops accepting at once, lets open connections finish for shutdown_grace, then
-    /// ends the rest and stops the loops.
+    /// Turns /readyz to 503 at once; after drain_delay (at once when it is 0) stops
+    /// accepting, lets open connections finish for shutdown_grace, then ends the rest
+    /// and stops the loops.
     private func beginShutdown() {
         draining.store(true, ordering: .relaxed)
+        notifier?.stopping()
+        let delay = loaded.config.global.drainDelayNanos
+        guard delay > 0 else {
+            closeListenersAndDrain()
+            return
+        }
+        // The listeners stay open so that connections a balancer still sends (its
+        // health check has not seen the 503 yet) are served, not refused.
+        logger.info("draining: /readyz reports 503, listeners keep accepting for drain_delay", metadata: [
+            "detail": "drain_delay \(ConfigDuration.describe(delay))",
+        ])
+        drainDelayTimer = workers[0].loop.after(delay) { [unowned self] _ in self.closeListenersAndDrain() }
+    }
+
+    private func closeListenersAndDrain() {
         let grace = loaded.config.global.shutdownGraceNanos
         logger.info("stopping: listeners closed, draining open connections", metadata: [
             "detail": "shutdown_grace \(ConfigDuration.describe(grace))",

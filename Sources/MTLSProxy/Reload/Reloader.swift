@@ -3,6 +3,12 @@ import Glibc
 import Logging
 import Synchronization
 
+/// The two ends of one reload, for whoever reports them (systemd's RELOADING=1/READY=1).
+enum ReloadPhase {
+    case started(why: String)
+    case finished(success: Bool, why: String)
+}
+
 /// Keeps every listener's trust state in step with its files, on a thread of its own
 /// so that file reads and CRL parsing never block an event loop.
 ///
@@ -21,14 +27,18 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
     private let metrics: ProxyMetrics
     private let logger: Logger
     private let swapped: (ListenerRuntime, TrustState) -> Void
+    /// Told when a reload starts and ends (the systemd notifier).
+    private let phases: ((ReloadPhase) -> Void)?
     private let wakeFD: Int32
     private let sighup = Atomic<Bool>(false)
     private var fingerprints: [[String]]
     private var crlAlerts = Set<String>()
 
     init(listeners: [ListenerRuntime], metrics: ProxyMetrics, logger: Logger,
+         phases: ((ReloadPhase) -> Void)? = nil,
          swapped: @escaping (ListenerRuntime, TrustState) -> Void) throws(SystemError) {
         self.listeners = listeners
+        self.phases = phases
         self.metrics = metrics
         self.logger = logger
         self.swapped = swapped
@@ -100,6 +110,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
     }
 
     private func reload(_ indices: Set<Int>, why: String, watch: InotifyWatch) {
+        phases?(.started(why: why))
         var success = true
         for index in indices.sorted() {
             let listener = listeners[index]
@@ -122,6 +133,7 @@ final class Reloader: @unchecked Sendable {  // the thread owns the mutable stat
         }
         watch.watch(listeners.map(\.config))  // a swapped folder has a new inode to watch
         metrics.recordReload(success: success, at: wallClockSeconds())
+        phases?(.finished(success: success, why: why))
     }
 
     /// Logs once when a CRL enters its crl_warn_before window, and once when it passes
