@@ -46,6 +46,9 @@ package final class DirectoryConnection: EventHandler {
         self.onStateChange = onStateChange
     }
 
+    /// The worker is going away with the process: the directory sees the connection end.
+    deinit { socket?.close() }
+
     var load: Int { inFlight.count + waiting.count }
 
     /// Runs a search built by `build(messageID)`; `done` gets the values or why not.

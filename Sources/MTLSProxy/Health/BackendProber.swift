@@ -40,6 +40,8 @@ final class BackendProber {
             self.finish(ok: false, why: "connect timed out after \(ConfigDuration.describe(BackendProber.timeoutNanos))")
         }
 
+        deinit { socket?.close() }  // a probe in flight when the process ends
+
         init(listener: ListenerRuntime, loop: EventLoop, done: @escaping (Probe) -> Void) {
             self.listener = listener
             self.loop = loop

@@ -33,6 +33,9 @@ final class HealthServer: EventHandler {
 
     func start() { loop.register(fd: fd, events: Epoll.input, handler: self) }
 
+    /// The process is ending: requests still in flight (a balancer's check) go with it.
+    deinit { for connection in open.values { connection.dropAtExit() } }
+
     func handleEvent(fd: Int32, events: UInt32) {
         for _ in 0..<16 {
             let result = Socket.accept(fd)
@@ -160,6 +163,11 @@ final class HealthConnection: EventHandler {
             return reply(HTTPResponse(status: 408, contentType: "text/plain", body: "request timeout\n"))
         }
         finish()
+    }
+
+    func dropAtExit() {
+        closed = true
+        socket.close()
     }
 
     private func finish() {
