@@ -68,6 +68,11 @@ final class LiveConnections {
         }
     }
 
+    /// Closes what is left at once, without waiting for anything (the loop is gone).
+    func closeNow(_ end: ConnectionEnd, detail: String) {
+        for connection in Array(all.values) { connection.close(end, detail: detail) }
+    }
+
     /// Ends every connection still open (after shutdown_grace), each with a Notice of
     /// Disconnection (unavailable) at a message boundary.
     func closeAll(_ end: ConnectionEnd) {

@@ -200,6 +200,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             threads.append(Threads.spawn {
                 box.value.startAccepting()
                 box.value.loop.run()
+                box.value.loopEnded()
             })
         }
         workers[0].startAccepting()
@@ -212,6 +213,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             logger.info("systemd notified", metadata: ["detail": "READY=1; watchdog \(watchdog)"])
         }
         workers[0].loop.run()
+        workers[0].loopEnded()
         for thread in threads { Threads.join(thread) }
         logger.info("mtls-proxy stopped")
         return 0

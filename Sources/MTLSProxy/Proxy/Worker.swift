@@ -77,6 +77,10 @@ final class Worker {
 
     func closeAll(_ end: ConnectionEnd) { live.closeAll(end) }
 
+    /// The loop has stopped (the process is ending): a connection accepted in the last
+    /// moment, after the drain counted none, is closed and logged, not dropped.
+    func loopEnded() { live.closeNow(.shutdown, detail: "the process is ending") }
+
     /// Numbers connections for the live set, per worker.
     func nextConnectionID() -> UInt64 {
         defer { connectionCount += 1 }
