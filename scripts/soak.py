@@ -166,6 +166,12 @@ class Soak:
     # -- clients ----------------------------------------------------------------------
 
     def context(self, name, tls="1.3"):
+        # One context per client and version, made once under the lock: a session resumes
+        # only through the context that made it, and two threads must not race to make it.
+        with self.tally.lock:
+            return self._context(name, tls)
+
+    def _context(self, name, tls):
         key = (name, tls)
         if key not in self.contexts:
             ctx = ssl.create_default_context(cafile=os.path.join(self.pki, "root-ca.pem"))
