@@ -1,3 +1,4 @@
+import CGnuTLSShim
 import Glibc
 
 /// The datagram socket systemd names in `NOTIFY_SOCKET` (sd_notify(3)'s protocol,
