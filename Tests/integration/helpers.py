@@ -19,6 +19,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def accepts_tcp(port):
+    """Whether something listens on 127.0.0.1:port (for servers with no other readiness signal)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,19 +14,11 @@ import threading
 import pytest
 
 import slapd_fixture
-from helpers import Proxy, client_context, free_port, proxy_config, wait_until
+from helpers import Proxy, accepts_tcp, client_context, free_port, proxy_config, wait_until
 from ldapwire import EXTENDED_RESPONSE, NOTICE_OF_DISCONNECTION, describe, search_request, split_messages
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "haproxy"], capture_output=True).returncode != 0,
                                 reason="haproxy is not installed (scripts/install-deps installs it)")
-
-
-def accepts_tcp(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

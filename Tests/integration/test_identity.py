@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 import slapd_fixture
-from helpers import free_port, proxy_config, refusal, round_trip, wait_until
+from helpers import accepts_tcp, free_port, proxy_config, refusal, round_trip, wait_until
 
 
 @pytest.mark.parametrize("setting,allowed,refused", [
@@ -29,14 +29,6 @@ def test_allow_lists(start_proxy, pki, backend, setting, allowed, refused):
         assert "access denied" in error.lower().replace("_", " "), error
         proxy.wait_for_log(f"UID={refused},.*reason=not_allowed")
         assert backend.accepted == accepted
-
-
-def accepts_tcp(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_slapd_sees_the_real_client_address_through_proxy_protocol(start_proxy, pki, tmp_path):
