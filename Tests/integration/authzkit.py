@@ -153,7 +153,8 @@ class Session:
         """Sends one request; the resultCode of its response."""
         return ldapwire.describe(self.request(message)[-1])[2]
 
-    def bind_external(self, authzid=None):
+    def bind_external(self, authzid=""):
+        """SASL EXTERNAL with `authzid` as its credentials (None: no credentials at all)."""
         return self.result(ldapwire.sasl_bind(self.new_id(), "EXTERNAL", authzid))
 
     def bind_simple(self, dn="", password=""):
