@@ -47,7 +47,7 @@ enum Readiness {
                 checks.append(crlCheck(listener, trust: trust, policy: policy, now: now, name: prefix + "crl"))
             }
 
-            if listener.config.verifyCertInDirectory {
+            if listener.config.usesDirectory {
                 let directory = listener.directoryState.load(ordering: .relaxed)
                 checks.append(ReadinessCheck(
                     name: prefix + "directory", state: directory == 1 ? .ok : .fail,
