@@ -30,7 +30,8 @@ def test_ldapwhoami_external_prints_the_certificates_entry(authz_proxy, pki, mod
     assert result.stdout.decode().strip() == f"dn:{ALICE}"
     proxy.wait_for_log("UID=alice,.*end=closed")
     line = proxy.log_lines("UID=alice,.*end=closed")[-1]
-    assert re.search(rf" authz=dn:{ALICE}\b", line, re.IGNORECASE), line
+    # The DN as the certificate spells it (log values with commas are quoted, as subject=).
+    assert re.search(rf' authz="?dn:{ALICE}\b', line, re.IGNORECASE), line
 
 
 def test_bob_issued_by_the_root_is_bob(authz_proxy, pki):
@@ -63,7 +64,8 @@ def test_before_the_bind_a_request_runs_as_anonymous(authz_proxy, authz_slapd, p
     assert session.search("mtls-proxy", "authzTo")[1] in (None, []), "ran as the proxy's own identity"
     assert session.whoami() == ""
     value = token()
-    assert session.modify(ALICE, "description", value) == 50
+    # slapd's answer to an anonymous write: "modifications require authentication".
+    assert session.modify(ALICE, "description", value) == 8
     assert authz_slapd.read(ALICE, "description") != [value]
 
     assert session.bind_external() == 0

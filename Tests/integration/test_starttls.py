@@ -181,7 +181,10 @@ def test_request_sent_before_the_starttls_response(start_proxy, pki, echo_backen
     assert echo_backend.accepted == 0
 
     good = Session(proxy.port, pki, "alice", mode="starttls")
-    good.sock.sendall(b"ping")
-    assert good.sock.recv(4) == b"ping"  # client_auth = none: the echo backend answers
+    search = ldapwire.search_equal(good.new_id(), "uid", "alice")
+    good.sock.sendall(search)  # client_auth = none: relayed as it is, and echoed back
+    while len(good.buffer) < len(search):
+        assert good.receive(), "closed before the echo came back"
+    assert good.buffer == search
     good.close()
     wait_until(lambda: echo_backend.accepted == 1, what="the next client's backend connection")
