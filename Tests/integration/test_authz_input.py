@@ -8,7 +8,7 @@ import pytest
 
 import ldapwire
 from authzkit import ALICE, Session, authz_config, ldap_tool, output
-from helpers import free_port
+from helpers import free_port, http_get, wait_until
 
 NOTICE_PROTOCOL_ERROR, NOTICE_UNAVAILABLE = 2, 52
 
@@ -107,3 +107,18 @@ def test_unreadable_password_file_is_a_config_error(start_proxy, pki, authz_slap
                         wait=False)
     assert proxy.process.wait(15) == 1
     assert os.path.join(str(tmp_path), "absent") in proxy.log(), proxy.log()
+
+
+def test_readyz_checks_the_backend_bind(start_proxy, pki, authz_slapd, tmp_path):
+    # The issue: "with the health endpoint on, /readyz checks that bind". A proxy whose
+    # every client would get the notice is not ready; the same proxy with the right
+    # password is.
+    wrong = tmp_path / "wrong.password"
+    wrong.write_text("not the proxy's password\n")
+    statuses = {}
+    for label, password_file in (("wrong", str(wrong)), ("right", authz_slapd.password_file)):
+        health = free_port()
+        start_proxy(authz_config(pki, free_port(), authz_slapd, password_file=password_file, health_port=health))
+        statuses[label] = wait_until(lambda: http_get(health, "/readyz"), what="/readyz")
+    assert statuses["right"][0] == 200, statuses["right"]
+    assert statuses["wrong"][0] == 503, statuses["wrong"]

@@ -277,3 +277,18 @@ def test_other_controls_still_reach_slapd(authz_proxy, pki):
     out = result.stdout.decode()
     assert all(f"mail: {u}@example.com" in out for u in ("alice", "bob", "carol")), out
     assert out.count("pagedresults:") >= 3, out
+
+
+@pytest.mark.parametrize("cert_map_filter,entry", [
+    ("(uid={uid})", ALICE),
+    # contrived, to tell the search from the subject: alice's certificate finds bob's entry
+    ("(|(uid=nobody-{uid})(uid=bob))", BOB),
+])
+def test_cert_map_search_decides_the_identity(authz_proxy, pki, cert_map_filter, entry):
+    # Rule 9: the identity is the entry cert_map finds; only with verify_cert_in_directory
+    # (off here) must that entry also hold the certificate (none of these entries do).
+    proxy = authz_proxy("sasl-external", cert_map="search", cert_map_base="ou=people,dc=example,dc=com",
+                        cert_map_filter=cert_map_filter)
+    result = ldap_tool("ldapwhoami", proxy.port, pki, "alice")
+    assert result.returncode == 0, output(result) + proxy.log()
+    assert result.stdout.decode().strip() == f"dn:{entry}"
