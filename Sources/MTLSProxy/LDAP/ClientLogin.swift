@@ -14,8 +14,8 @@
 ///   forwarded: otherwise any client could act as anyone the proxy may act for.
 ///
 /// Pure logic: the relay carries out the steps.
-struct ClientLogin {
-    enum RunsAs: Equatable {
+package struct ClientLogin {
+    package enum RunsAs: Equatable {
         case anonymous
         /// The certificate's entry.
         case entry
@@ -23,7 +23,7 @@ struct ClientLogin {
         case ownBind(name: String)
     }
 
-    enum Step: Equatable {
+    package enum Step: Equatable {
         /// Bytes for the backend.
         case forward([UInt8])
         /// A response the proxy writes to the client itself.
@@ -35,15 +35,15 @@ struct ClientLogin {
         case drop
     }
 
-    let mode: ClientAuth
+    package let mode: ClientAuth
     /// The DN of the certificate's entry (`cert_map`).
-    let entryDN: String
-    private(set) var runsAs: RunsAs
+    package let entryDN: String
+    package private(set) var runsAs: RunsAs
     /// Whether the backend connection is bound as the proxy: false once a client's own
     /// bind was passed on, true again after the proxy's rebind.
     var backendIsProxy = true
 
-    init(mode: ClientAuth, entryDN: String) {
+    package init(mode: ClientAuth, entryDN: String) {
         self.mode = mode
         self.entryDN = entryDN
         runsAs = mode == .certificate ? .entry : .anonymous
@@ -59,7 +59,7 @@ struct ClientLogin {
     }
 
     /// What becomes of one request; `message` is its bytes as the client sent them.
-    mutating func step(_ request: LDAPRequest, message: [UInt8]) -> Step {
+    package mutating func step(_ request: LDAPRequest, message: [UInt8]) -> Step {
         if request.operation == .extended && request.extendedName == LDAPRequest.startTLSName {
             return answer(request, .operationsError, "TLS is already established on this connection")
         }

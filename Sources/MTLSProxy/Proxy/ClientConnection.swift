@@ -212,7 +212,13 @@ final class ClientConnection: EventHandler {
     private func directoryDecided(_ decision: DirectoryGate.Decision) {
         guard phase == .checkingDirectory else { return }
         switch decision {
-        case .pass: connectBackend(now: monotonicNanos())
+        case .pass(let dn):
+            if let dn { entryDN = dn }
+            // The login needs an entry: directory_unavailable = allow cannot invent one.
+            if listener.config.clientAuth != .none && entryDN == nil {
+                return deny(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to")
+            }
+            connectBackend(now: monotonicNanos())
         case .refuse(let reason, let detail): deny(reason, detail: detail)
         }
     }

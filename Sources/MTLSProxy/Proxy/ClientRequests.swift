@@ -33,6 +33,8 @@ final class ClientRequests {
     /// What the client is told once that bind succeeds (nil for the opening bind).
     private var answerAfterBind: [UInt8]?
     private(set) var requestCount = 0
+    /// The backend refused the proxy's bind: nothing more goes to it.
+    private var bindRefused = false
 
     /// The messageID of the proxy's opening bind: no request of the client is on the
     /// connection yet, so no ID can clash with it.
@@ -58,7 +60,7 @@ final class ClientRequests {
     /// while the last request is still going out, nor while the client leaves its
     /// answers unread.
     var takesRequests: Bool {
-        interceptedMessageID == nil && forwardSent == forward.count && answers.count - answersSent < Self.answerBacklogLimit
+        interceptedMessageID == nil && !bindRefused && forwardSent == forward.count && answers.count - answersSent < Self.answerBacklogLimit
     }
 
     /// Takes the client's bytes from `input` while requests are taken, acting on each
@@ -158,6 +160,7 @@ final class ClientRequests {
         interceptedMessageID = nil
         let code = (try? LDAPMessages.decode(response))?.resultCode
         guard code == 0 else {
+            bindRefused = true
             let detail = "the backend refused the proxy's bind as \(bindDN): resultCode \(code.map(String.init) ?? "unreadable")"
             return Stop(notice: NoticeOfDisconnection.backendBindFailed,
                         reason: .backendBindFailed, end: .backendUnavailable, detail: detail)

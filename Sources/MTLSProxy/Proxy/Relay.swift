@@ -108,7 +108,7 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
                 progress = true
             }
 
-            if let requests {
+            if let requests, !isClosing {
                 let before = toBackend.count
                 if let stop = requests.take(from: &toBackend) { return .stop(stop) }
                 if toBackend.count != before { progress = true }
