@@ -115,7 +115,8 @@ final class DirectoryChecker {
         }
         // Any candidate entry holding exactly this certificate will do.
         if let entry = entries.first(where: { $0.certificates.contains(certificate) }) { return .present(entryDN: entry.dn) }
-        return .absent(entries.isEmpty ? "no entry, or no certificate in it" : "the entry holds other certificates")
+        let held = entries.contains { !$0.certificates.isEmpty }
+        return .absent(held ? "the entry holds other certificates" : "no entry, or no certificate in it")
     }
 
     private func remember(_ certificate: [UInt8], generation: UInt64, verdict: DirectoryVerdict, ttl: UInt64) {
