@@ -10,6 +10,7 @@ from helpers import BINARY, REPO, Backend, Proxy, free_port, proxy_config
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import pki as pki_module  # noqa: E402
 import slapd_fixture  # noqa: E402
+from authzkit import AuthzDirectory, authz_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -64,12 +65,10 @@ def authz_slapd(tmp_path_factory):
     --authz): `authz-policy to`, the proxy's service entry with authzTo, own-entry ACLs.
     Yields an AuthzDirectory: its address, the proxy's bind DN and password file, and
     slapd's stats log (what slapd itself saw)."""
-    from authzkit import AuthzDirectory
-    directory = str(tmp_path_factory.mktemp("slapd-authz"))
-    log = os.path.join(directory, "slapd.log")
-    for address in running_slapd(os.path.join(directory, "db"), authz=True, log=log):
-        yield AuthzDirectory(address, slapd_fixture.PROXY_DN, slapd_fixture.password_file(os.path.join(directory, "db")),
-                             log)
+    folder = str(tmp_path_factory.mktemp("slapd-authz"))
+    database, log = os.path.join(folder, "db"), os.path.join(folder, "slapd.log")
+    for address in running_slapd(database, authz=True, log=log):
+        yield AuthzDirectory(address, slapd_fixture.PROXY_DN, slapd_fixture.password_file(database), log)
 
 
 @pytest.fixture
@@ -131,8 +130,6 @@ def crl_copy(pki, tmp_path):
 def authz_proxy(start_proxy, pki, authz_slapd):
     """Starts a proxy with client_auth (and tls=..., any other key) in front of the authz
     slapd, bound there as the proxy's service entry; returns it with .port set."""
-    from authzkit import authz_config
-
     def start(client_auth="sasl-external", **extra):
         port = free_port()
         proxy = start_proxy(authz_config(pki, port, authz_slapd, client_auth=client_auth, **extra))
