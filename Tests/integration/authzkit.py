@@ -149,6 +149,30 @@ class Session:
                     return found
             assert self.receive(), f"connection closed while waiting for the response to {message_id}"
 
+    def pipeline(self, requests):
+        """Sends all `requests` in one write, without waiting; returns {messageID: its
+        messages} once each has its final response (an LDAPResult or a notice ends it)."""
+        self.sock.sendall(b"".join(requests))
+        waiting = {ldapwire.describe(r)[0] for r in requests}
+        answers = {mid: [] for mid in waiting}
+        while waiting:
+            messages, self.buffer = ldapwire.split_messages(self.buffer)
+            for received in messages:
+                mid, op, _, name = ldapwire.describe(received)
+                assert name != ldapwire.NOTICE_OF_DISCONNECTION, f"Notice of Disconnection: {received.hex()}"
+                answers[mid].append(received)
+                if op in ldapwire.RESULT_OPS:
+                    waiting.discard(mid)
+            if waiting:
+                try:
+                    received = self.receive()
+                except TimeoutError:
+                    received = None
+                answered = {mid: [ldapwire.describe(m) for m in got] for mid, got in answers.items()}
+                assert received is not None, f"no response to {sorted(waiting)} in time; answered: {answered}"
+                assert received, f"connection closed while {sorted(waiting)} had no response; answered: {answered}"
+        return answers
+
     def result(self, message):
         """Sends one request; the resultCode of its response."""
         return ldapwire.describe(self.request(message)[-1])[2]

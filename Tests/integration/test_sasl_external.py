@@ -292,3 +292,58 @@ def test_cert_map_search_decides_the_identity(authz_proxy, pki, cert_map_filter,
     result = ldap_tool("ldapwhoami", proxy.port, pki, "alice")
     assert result.returncode == 0, output(result) + proxy.log()
     assert result.stdout.decode().strip() == f"dn:{entry}"
+
+
+def search_mail(answers, mid):
+    """(resultCode, bob's mail values) from a pipeline's answers to search `mid`."""
+    values = None
+    for message in answers[mid][:-1]:
+        values = ldapwire.entry_attributes(message)[1].get("mail", [])
+    return ldapwire.describe(answers[mid][-1])[2], values
+
+
+def whoami_of(answers, mid):
+    assert ldapwire.describe(answers[mid][-1])[2] == 0
+    return ldapwire.extended_value(answers[mid][-1]) or ""
+
+
+def test_pipelined_requests_run_as_the_identity_of_their_place(authz_proxy, pki):
+    # Requests written in one go, binds answered by the proxy among them: each request
+    # runs as the identity the binds before it set, never as one after it. (Only binds the
+    # proxy answers: behind a bind passed on to slapd, slapd abandons what is still
+    # outstanding, without a response, as RFC 4511 section 4.2.1 lets it; so does the
+    # proxy then, being transparent.)
+    proxy = authz_proxy("sasl-external")
+    session = Session(proxy.port, pki, "alice")
+    search = lambda mid: ldapwire.search_equal(mid, "uid", "bob", ["mail"])  # noqa: E731
+    answers = session.pipeline([
+        search(1), ldapwire.extended(2, ldapwire.WHO_AM_I),
+        ldapwire.sasl_bind(3, "EXTERNAL", ""), search(4), ldapwire.extended(5, ldapwire.WHO_AM_I),
+        ldapwire.simple_bind(6), search(7), ldapwire.extended(8, ldapwire.WHO_AM_I),
+        ldapwire.sasl_bind(9, "EXTERNAL", ""), search(10),
+    ])
+    assert [ldapwire.describe(answers[m][-1])[2] for m in (3, 6, 9)] == [0, 0, 0]
+    assert search_mail(answers, 1) == (0, [])
+    assert whoami_of(answers, 2) == ""
+    assert search_mail(answers, 4) == (0, BOB_MAIL)
+    assert whoami_of(answers, 5) == f"dn:{ALICE}"
+    assert search_mail(answers, 7) == (0, [])
+    assert whoami_of(answers, 8) == ""
+    assert search_mail(answers, 10) == (0, BOB_MAIL)
+    session.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_compare_and_delete_carry_the_identity(authz_proxy, authz_slapd, pki, mode):
+    # Every request but unbind and abandon gets the control: a compare of bob's mail is
+    # true for alice and refused to anonymous (who may not read mail); alice may not
+    # delete bob.
+    proxy = authz_proxy(mode)
+    compare = [BOB, "mail:bob@example.com"]
+    as_alice = ldap_tool("ldapcompare", proxy.port, pki, "alice", *compare)
+    assert as_alice.returncode == 6 and "TRUE" in as_alice.stdout.decode(), output(as_alice)
+    anonymous = ldap_tool("ldapcompare", proxy.port, pki, "alice", "-x", *compare, external=False)
+    assert anonymous.returncode not in (5, 6), output(anonymous)
+    delete = ldap_tool("ldapdelete", proxy.port, pki, "alice", BOB)
+    assert delete.returncode == 50, output(delete)
+    assert authz_slapd.read(BOB, "uid") == ["bob"]
