@@ -41,6 +41,9 @@ final class ClientRequests {
     static let openingBindID = 1
     /// Answers the client has not read yet stop the reading of its requests at this size.
     static let answerBacklogLimit = 64 * 1024
+    /// Requests the backend has not taken yet stop the reading at this size: pipelined
+    /// requests go out together, and memory stays bounded.
+    static let forwardBacklogLimit = 64 * 1024
 
     init(login: ClientLogin, maxRequestSize: Int, bindDN: String?, bindPassword: [UInt8], preface: [UInt8]) {
         self.login = login
@@ -57,10 +60,10 @@ final class ClientRequests {
     // MARK: - Client to backend
 
     /// Whether requests are taken now: not while the proxy's bind is under way, nor
-    /// while the last request is still going out, nor while the client leaves its
-    /// answers unread.
+    /// while the backend or the client leave too much unread.
     var takesRequests: Bool {
-        interceptedMessageID == nil && !bindRefused && forwardSent == forward.count && answers.count - answersSent < Self.answerBacklogLimit
+        interceptedMessageID == nil && !bindRefused && forward.count - forwardSent < Self.forwardBacklogLimit
+            && answers.count - answersSent < Self.answerBacklogLimit
     }
 
     /// Takes the client's bytes from `input` while requests are taken, acting on each
@@ -118,10 +121,11 @@ final class ClientRequests {
     private func send(_ bytes: [UInt8]) {
         if forwardSent == forward.count {
             forward = bytes
-            forwardSent = 0
         } else {
+            forward.removeFirst(forwardSent)  // at most a backlog's worth
             forward += bytes
         }
+        forwardSent = 0
     }
 
     private func protocolError(_ detail: String) -> Stop {
