@@ -30,6 +30,9 @@ final class ClientRequests {
     private var answersSent = 0
     /// The proxy's bind on the backend is under way with this messageID.
     private(set) var interceptedMessageID: Int?
+    /// A bind of the client's own went to the backend with this messageID and its
+    /// response has not come yet: another bind now is a protocol error (RFC 4511 §4.2.1).
+    private(set) var ownBindInProgress: Int?
     /// What the client is told once that bind succeeds (nil for the opening bind).
     private var answerAfterBind: [UInt8]?
     private(set) var requestCount = 0
@@ -106,8 +109,13 @@ final class ClientRequests {
         let request: LDAPRequest
         do { request = try LDAPRequest(decoding: message) } catch { return protocolError("malformed request: \(error)") }
         requestCount += 1
+        if request.operation == .bind, ownBindInProgress != nil {
+            return protocolError("a bind request while the previous bind (messageID \(ownBindInProgress!)) was in progress")
+        }
         switch login.step(request, message: message) {
-        case .forward(let bytes): send(bytes)
+        case .forward(let bytes):
+            if request.operation == .bind { ownBindInProgress = request.messageID }
+            send(bytes)
         case .answer(let bytes): answers += bytes
         case .drop: break
         case .rebindThenAnswer(let id, let answer):
@@ -158,6 +166,9 @@ final class ClientRequests {
         }
         return result
     }
+
+    /// The backend's response to the client's own bind is on its way to the client.
+    func ownBindAnswered() { ownBindInProgress = nil }
 
     /// The backend answered the proxy's bind (`response` is the whole message).
     func backendAnsweredBind(_ response: [UInt8]) -> Stop? {
