@@ -75,31 +75,16 @@ final class ClientConnection: EventHandler {
         readProxyHeader()
     }
 
-    /// The balancer's header comes before the TLS bytes. It is peeked at until complete,
-    /// then exactly its bytes are taken: the TLS bytes after it stay in the socket.
+    /// The balancer's header comes before the TLS bytes.
     private func readProxyHeader() {
-        var bytes = [UInt8](repeating: 0, count: InboundProxyHeader.v2MaxLength)
-        let seen: Int
-        switch client.descriptor.peek(into: &bytes) {
-        case .processed(let n): seen = n
-        case .wouldBlock: return
-        case .closed, .failed:
-            report.refused(.badProxyHeader, metrics: listener.metrics)
-            return close(.refused, detail: "the connection ended before its PROXY header")
-        }
-        let mode = listener.config.proxyProtocolIn
-        switch InboundProxyHeader.parse(Array(bytes.prefix(seen)), v1: mode != .v2, v2: mode != .v1) {
-        case .incomplete:
-            return  // the rest brings a new edge; a header that never completes meets the deadline
+        switch ProxyHeaderReader.step(client.descriptor, mode: listener.config.proxyProtocolIn) {
+        case .waiting: return
         case .invalid(let why):
             report.refused(.badProxyHeader, metrics: listener.metrics)
             close(.refused, detail: why)
-        case .header(let length, let source):
-            var header = [UInt8](repeating: 0, count: length)
-            guard client.descriptor.receive(into: &header) == .processed(length) else {
-                return close(.error, detail: "could not take the PROXY header it had seen")
-            }
-            if let source, let address = SocketAddress(ipBytes: source.address, port: source.port) {
+        case .failed(let why): close(.error, detail: why)
+        case .taken(let address):
+            if let address {
                 report.proxiedBy = report.peer
                 report.peer = address
             }

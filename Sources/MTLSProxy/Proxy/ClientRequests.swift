@@ -30,6 +30,9 @@ final class ClientRequests {
     private var answersSent = 0
     /// The proxy's bind on the backend is under way with this messageID.
     private(set) var interceptedMessageID: Int?
+    /// A bind of the client's own went to the backend with this messageID and its
+    /// response has not come yet: another bind now is a protocol error (RFC 4511 §4.2.1).
+    private(set) var ownBindInProgress: Int?
     /// What the client is told once that bind succeeds (nil for the opening bind).
     private var answerAfterBind: [UInt8]?
     private(set) var requestCount = 0
@@ -41,6 +44,9 @@ final class ClientRequests {
     static let openingBindID = 1
     /// Answers the client has not read yet stop the reading of its requests at this size.
     static let answerBacklogLimit = 64 * 1024
+    /// Requests the backend has not taken yet stop the reading at this size: pipelined
+    /// requests go out together, and memory stays bounded.
+    static let forwardBacklogLimit = 64 * 1024
 
     init(login: ClientLogin, maxRequestSize: Int, bindDN: String?, bindPassword: [UInt8], preface: [UInt8]) {
         self.login = login
@@ -57,10 +63,10 @@ final class ClientRequests {
     // MARK: - Client to backend
 
     /// Whether requests are taken now: not while the proxy's bind is under way, nor
-    /// while the last request is still going out, nor while the client leaves its
-    /// answers unread.
+    /// while the backend or the client leave too much unread.
     var takesRequests: Bool {
-        interceptedMessageID == nil && !bindRefused && forwardSent == forward.count && answers.count - answersSent < Self.answerBacklogLimit
+        interceptedMessageID == nil && !bindRefused && forward.count - forwardSent < Self.forwardBacklogLimit
+            && answers.count - answersSent < Self.answerBacklogLimit
     }
 
     /// Takes the client's bytes from `input` while requests are taken, acting on each
@@ -103,8 +109,13 @@ final class ClientRequests {
         let request: LDAPRequest
         do { request = try LDAPRequest(decoding: message) } catch { return protocolError("malformed request: \(error)") }
         requestCount += 1
+        if request.operation == .bind, ownBindInProgress != nil {
+            return protocolError("a bind request while the previous bind (messageID \(ownBindInProgress!)) was in progress")
+        }
         switch login.step(request, message: message) {
-        case .forward(let bytes): send(bytes)
+        case .forward(let bytes):
+            if request.operation == .bind { ownBindInProgress = request.messageID }
+            send(bytes)
         case .answer(let bytes): answers += bytes
         case .drop: break
         case .rebindThenAnswer(let id, let answer):
@@ -118,10 +129,11 @@ final class ClientRequests {
     private func send(_ bytes: [UInt8]) {
         if forwardSent == forward.count {
             forward = bytes
-            forwardSent = 0
         } else {
+            forward.removeFirst(forwardSent)  // at most a backlog's worth
             forward += bytes
         }
+        forwardSent = 0
     }
 
     private func protocolError(_ detail: String) -> Stop {
@@ -154,6 +166,9 @@ final class ClientRequests {
         }
         return result
     }
+
+    /// The backend's response to the client's own bind is on its way to the client.
+    func ownBindAnswered() { ownBindInProgress = nil }
 
     /// The backend answered the proxy's bind (`response` is the whole message).
     func backendAnsweredBind(_ response: [UInt8]) -> Stop? {
