@@ -7,7 +7,8 @@ import os
 import pytest
 
 import ldapwire
-from authzkit import ALICE, Session, authz_config, ldap_tool, output
+import slapd_fixture
+from authzkit import ALICE, CAROL, Session, authz_config, ldap_tool, output
 from helpers import free_port, http_get, wait_until
 
 NOTICE_PROTOCOL_ERROR, NOTICE_UNAVAILABLE = 2, 52
@@ -122,3 +123,20 @@ def test_readyz_checks_the_backend_bind(start_proxy, pki, authz_slapd, tmp_path)
         statuses[label] = wait_until(lambda: http_get(health, "/readyz"), what="/readyz")
     assert statuses["right"][0] == 200, statuses["right"]
     assert statuses["wrong"][0] == 503, statuses["wrong"]
+
+
+@pytest.mark.parametrize("second", ["external", "anonymous", "named"])
+def test_a_bind_behind_a_bind_passed_on_is_a_protocol_error(authz_proxy, pki, second):
+    # A client may send nothing behind a bind before its response (RFC 4511 section
+    # 4.2.1). Behind a bind passed on to slapd, another bind would have the proxy rebind
+    # the backend connection while slapd still judges the first: slapd would abandon that
+    # one silently and the client wait for ever. The proxy ends the session instead.
+    proxy = authz_proxy("sasl-external")
+    session = Session(proxy.port, pki, "alice")
+    then = {"external": ldapwire.sasl_bind(2, "EXTERNAL", ""), "anonymous": ldapwire.simple_bind(2),
+            "named": ldapwire.simple_bind(2, slapd_fixture.ROOT_DN, slapd_fixture.ROOT_PW)}[second]
+    session.sock.sendall(ldapwire.simple_bind(1, CAROL, slapd_fixture.PASSWORD_USER_PW) + then)
+    messages = ends_with_notice(session, NOTICE_PROTOCOL_ERROR)
+    assert all(ldapwire.describe(m)[0] != 2 for m in messages), "the second bind was answered"
+    proxy.wait_for_log("UID=alice,.*reason=protocol_error")
+    still_serves(proxy, pki)
