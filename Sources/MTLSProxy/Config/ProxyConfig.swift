@@ -88,6 +88,8 @@ public struct ListenerConfig: Sendable {
     public var directoryTimeoutNanos: UInt64 = 2_000_000_000
     public var directoryCacheTTLNanos: UInt64 = 60_000_000_000
     public var directoryUnavailable = DirectoryUnavailable.reject
+    /// OCSP and CRL distribution points (Config/RevocationConfig.swift).
+    public var revocation = RevocationConfig()
 
     /// directory_url as an endpoint: ldap://HOST[:PORT] or ldapi://PATH (percent-encoded).
     public var directoryEndpoint: Endpoint? {

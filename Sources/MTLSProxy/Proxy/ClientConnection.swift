@@ -6,7 +6,7 @@
 /// before the client's chain has been verified: nothing reaches the backend before that.
 /// Each phase sets `deadline` when it begins, and the one timer enforces it.
 final class ClientConnection: EventHandler {
-    enum Phase { case readingProxyHeader, handshaking, checkingDirectory, connecting, relaying, lingering, closed }
+    enum Phase { case readingProxyHeader, handshaking, checkingRevocation, checkingDirectory, connecting, relaying, lingering, closed }
 
     let id: UInt64
     let listener: ListenerRuntime
@@ -157,8 +157,37 @@ final class ClientConnection: EventHandler {
         let now = monotonicNanos()
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
+        if listener.config.revocation.ocsp != .off { return startRevocationCheck(now: now) }
         if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
+    }
+
+    // MARK: - Revocation services (OCSP)
+
+    /// Until when the OCSP answers this connection rests on hold (revoke_active asks again then).
+    private(set) var ocspUntil: Int?
+
+    /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say).
+    private func startRevocationCheck(now: UInt64) {
+        guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
+        enter(.checkingRevocation, until: now + listener.config.revocation.ocspTimeoutNanos + 500_000_000)
+        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
+            ocspUntil = until
+            revocationDecided(decision)
+        }
+    }
+
+    private func revocationDecided(_ decision: OCSPPolicy.Decision) {
+        guard phase == .checkingRevocation else { return }
+        switch decision {
+        case .pass(let note):
+            report.ocsp = note
+            let now = monotonicNanos()
+            if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
+            connectBackend(now: now)
+        case .refuse(let reason, let detail):
+            deny(reason, detail: detail)
+        }
     }
 
     // MARK: - Directory
@@ -252,7 +281,7 @@ final class ClientConnection: EventHandler {
             case .relaying:
                 relay!.noteClientEvents(events)
                 relayed(relay!.pump())
-            case .checkingDirectory, .connecting, .closed: break
+            case .checkingRevocation, .checkingDirectory, .connecting, .closed: break
             }
         } else if let backend, fd == backend.raw {
             backend.noteEvents(events)
@@ -284,6 +313,10 @@ final class ClientConnection: EventHandler {
             handshakeYielded = false
             driveHandshake()
             if phase != .handshaking || handshakeYielded { return }
+        case .checkingRevocation where now >= deadline:
+            return revocationDecided(OCSPPolicy.decide([OCSPPolicy.Checked(
+                serial: report.identity?.serialHex ?? "", outcome: .failure(.unavailable("no OCSP answer in time")))],
+                policy: listener.config.revocation.ocspPolicy))
         case .checkingDirectory where now >= deadline:
             return directoryDecided(DirectoryGate.decision(.unavailable("the directory did not answer in time"), listener: listener,
                                                            peer: report.peer, subject: report.identity?.subject ?? ""))
@@ -353,7 +386,7 @@ final class ClientConnection: EventHandler {
     /// descriptors closed, buffers back to the pool, and the report.
     func close(_ end: ConnectionEnd, detail: String? = nil) {
         guard phase != .closed else { return }
-        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory,
+        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory || phase == .checkingRevocation,
            relay?.closeNotifySent != true {
             _ = tls.finishWriting()  // best effort: never waits
         }

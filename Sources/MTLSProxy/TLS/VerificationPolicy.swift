@@ -24,6 +24,11 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case badProxyHeader = "bad_proxy_header"
     /// proxy_protocol_in: the connection came from an address not in trusted_proxies.
     case untrustedProxy = "untrusted_proxy"
+    /// ocsp with ocsp_policy = strict: no usable OCSP answer (unreachable, timeout,
+    /// HTTP error, malformed, bad signature, stale, about another certificate).
+    case ocspUnavailable = "ocsp_unavailable"
+    /// ocsp with ocsp_policy = strict: the responder answered `unknown`.
+    case ocspUnknown = "ocsp_unknown"
 
     /// The TLS alert number the client is sent (TLS 1.2 has no certificate_required).
     func alert(tls13: Bool) -> UInt32 {
@@ -33,7 +38,7 @@ public enum RefusalReason: String, Sendable, CaseIterable {
         case .revoked: return GNUTLS_A_CERTIFICATE_REVOKED.rawValue
         case .expired: return GNUTLS_A_CERTIFICATE_EXPIRED.rawValue
         // Revocation status unknown: "some other issue rendering it unacceptable".
-        case .crlMissing, .crlExpired: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
+        case .crlMissing, .crlExpired, .ocspUnavailable, .ocspUnknown: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
         case .notYetValid, .wrongPurpose, .badCertificate: return GNUTLS_A_BAD_CERTIFICATE.rawValue
         // The PROXY refusals come before TLS: no alert goes out for them.
         case .handshakeFailed, .handshakeTimeout, .badProxyHeader, .untrustedProxy: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
