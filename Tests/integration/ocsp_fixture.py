@@ -224,3 +224,104 @@ class SilentServer:
         self.sock.close()
         for conn in self.held:
             conn.close()
+
+
+class ChainPKI:
+    """For `ocsp = chain`: an intermediate CA ("chain-int", issued by the session PKI's
+    root, sent by the clients, not in ca_bundle) whose AIA names the root's responder,
+    and leaves of it whose AIA names the intermediate's responder. Each responder is a
+    real `openssl ocsp` with its own index and a delegated responder certificate of its
+    own CA. `revoked_int` makes a second intermediate that the root's index revokes."""
+
+    def __init__(self, pki, folder):
+        self.pki = pki
+        self.folder = folder
+        os.makedirs(folder, exist_ok=True)
+        self.root, self.root_key = pki_module.load(pki, "root-ca")
+        self.root_port, self.int_port = free_port(), free_port()
+        self.root_url = f"http://127.0.0.1:{self.root_port}/"
+        self.int_url = f"http://127.0.0.1:{self.int_port}/"
+        self.root_index, self.int_index = [], []
+        self.intermediates = {}
+        self.root_ca = os.path.join(pki, "root-ca.pem")
+        for name, status in (("chain-int", "V"), ("chain-int-revoked", "R")):
+            key = pki_module.new_key()
+            cert = pki_module.make_cert(pki_module.ca_name(name), key, self.root, self.root_key, ca=True, path_len=0,
+                                        ocsp_url=self.root_url)
+            pki_module.write_pem(self.path(name), cert)
+            pki_module.write_key(self.path(name, "key"), key)
+            self.intermediates[name] = (cert, key)
+            self.root_index.append(_index_line(status, cert, f"/O=mtls-proxy test/CN={name} CA"))
+        self.root_responder = self._responder("root-responder", self.root, self.root_key)
+        self.int_responder = self._responder("int-responder", *self.intermediates["chain-int"])
+        self.leaf("leaf", "chain-int")
+        self.leaf("leaf-under-revoked", "chain-int-revoked")
+        self._write("root-index.txt", self.root_index)
+        self._write("int-index.txt", self.int_index)
+
+    def path(self, name, ext="pem"):
+        return os.path.join(self.folder, f"{name}.{ext}")
+
+    def _write(self, name, lines):
+        with open(self.path(name, "")[:-1], "w") as f:
+            f.writelines(lines)
+        with open(self.path(name, "")[:-1] + ".attr", "w") as f:
+            f.write("unique_subject = no\n")
+
+    def _responder(self, name, issuer, issuer_key):
+        key = pki_module.new_key()
+        cert = pki_module.make_cert(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)]), key, issuer,
+                                    issuer_key, eku=[ExtendedKeyUsageOID.OCSP_SIGNING])
+        pki_module.write_pem(self.path(name), cert)
+        pki_module.write_key(self.path(name, "key"), key)
+        return self.path(name)
+
+    def leaf(self, name, issuer_name):
+        issuer, issuer_key = self.intermediates[issuer_name]
+        key = pki_module.new_key()
+        cert = pki_module.make_cert(pki_module.subject_for(name), key, issuer, issuer_key, ocsp_url=self.int_url)
+        pki_module.write_pem(self.path(name), cert, issuer)
+        pki_module.write_key(self.path(name, "key"), key)
+        self.int_index.append(_index_line("V", cert, f"/UID={name}"))
+
+    def start(self):
+        """Both responders; returns them (stop each)."""
+        root = _Responder(self.root_port, os.path.join(self.folder, "root-index.txt"), self.root_responder,
+                          self.root_ca, self.folder, check=(self.root_ca, self.path("chain-int")))
+        inner = _Responder(self.int_port, os.path.join(self.folder, "int-index.txt"), self.int_responder,
+                           self.path("chain-int"), self.folder, check=(self.path("chain-int"), self.path("leaf")))
+        return root, inner
+
+
+def _index_line(status, cert, subject):
+    now = datetime.datetime.now(UTC)
+    revoked = _index_date(now - datetime.timedelta(hours=1)) if status == "R" else ""
+    serial = f"{cert.serial_number:X}"
+    serial = "0" * (len(serial) % 2) + serial
+    return f"{status}\t{_index_date(cert.not_valid_after_utc)}\t{revoked}\t{serial}\tunknown\t{subject}\n"
+
+
+class _Responder:
+    """`openssl ocsp` with an index, a signer and the CA(s) it answers for; ready once a
+    real request about `check` (issuer, certificate) is answered."""
+
+    def __init__(self, port, index, rsigner, ca, folder, check):
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log_path = os.path.join(folder, f"responder-{port}.log")
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            ["openssl", "ocsp", "-index", index, "-port", str(port), "-rsigner", rsigner, "-rkey", rsigner[:-4] + ".key",
+             "-CA", ca, "-ignore_err"], stdout=self.log, stderr=subprocess.STDOUT)
+
+        def answers():
+            if self.process.poll() is not None:
+                raise AssertionError(f"openssl ocsp exited: {open(self.log_path).read()}")
+            result = subprocess.run(["openssl", "ocsp", "-issuer", check[0], "-cert", check[1], "-url", self.url,
+                                     "-noverify", "-no_nonce", "-timeout", "2"], capture_output=True, timeout=10)
+            return result.returncode == 0 and b"This Update" in result.stdout
+        wait_until(answers, timeout=15, what=f"openssl ocsp on {port}")
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(10)
+        self.log.close()

@@ -172,8 +172,23 @@ final class ClientConnection: EventHandler {
         guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
         enter(.checkingRevocation, until: now + listener.config.revocation.ocspTimeoutNanos + 500_000_000)
         RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
-            ocspUntil = until
+            ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
             revocationDecided(decision)
+        }
+    }
+
+    /// revoke_active: once the answers this connection rests on have expired, OCSP is
+    /// asked again; a fresh `revoked` closes it with a Notice of Disconnection. (No
+    /// usable answer leaves it open: what was checked at the handshake still stands.)
+    func recheckRevocation(now: Int) {
+        guard phase == .relaying, closing == nil, let until = ocspUntil, until <= now, let peerChain else { return }
+        ocspUntil = nil  // one re-check at a time
+        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [weak self] decision, until in
+            guard let self, self.phase == .relaying else { return }
+            self.ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(self.listener.config.revocation)
+            if case .refuse(.revoked, let detail) = decision {
+                self.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: detail + " (fresh OCSP answer)")
+            }
         }
     }
 
