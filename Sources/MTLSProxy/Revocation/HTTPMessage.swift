@@ -24,12 +24,18 @@ public struct HTTPURL: Equatable, Sendable, CustomStringConvertible {
                 port = value
             }
             authority = authority[authority.index(after: authority.startIndex)..<close]
-        } else if let colon = authority.lastIndex(of: ":") {
-            guard let value = UInt16(authority[authority.index(after: colon)...]), value > 0 else { return nil }
-            port = value
-            authority = authority[..<colon]
+            // Inside brackets: an IPv6 literal only.
+            guard authority.contains(":"), authority.allSatisfy({ $0.isHexDigit || $0 == ":" || $0 == "." }) else { return nil }
+        } else {
+            if let colon = authority.lastIndex(of: ":") {
+                guard let value = UInt16(authority[authority.index(after: colon)...]), value > 0 else { return nil }
+                port = value
+                authority = authority[..<colon]
+            }
+            // A name or an IPv4 address: no colon or bracket left (those need [ ]).
+            guard authority.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." || $0 == "_" }) else { return nil }
         }
-        guard !authority.isEmpty, authority.allSatisfy({ $0.isASCII && !$0.isWhitespace && $0 != "/" }) else { return nil }
+        guard !authority.isEmpty, authority.allSatisfy(\.isASCII) else { return nil }
         host = String(authority)
         self.port = port
         self.path = path
