@@ -57,6 +57,8 @@ class OCSPPKI:
         # Good, but its AIA names a port where nothing listens. (openssl ocsp reads its
         # index once: every certificate it answers for is made before it starts.)
         self.client("elsewhere", status="V", ocsp_url=f"http://127.0.0.1:{free_port()}/")
+        # Good for OCSP, but revoked by a CRL (CRLs and OCSP together: both must pass).
+        self.client("crl-revoked", status="V")
 
     def path(self, name, ext="pem"):
         return os.path.join(self.folder, f"{name}.{ext}")

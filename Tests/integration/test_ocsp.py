@@ -102,6 +102,26 @@ def test_responder_that_never_answers_meets_the_timeout(start_proxy, opki, backe
         silent.stop()
 
 
+def test_crls_and_ocsp_must_both_pass(start_proxy, opki, responder, backend, tmp_path):
+    crl_dir = str(tmp_path / "crl")
+    os.makedirs(crl_dir)
+    shutil.copy(os.path.join(opki.pki, "crl", "root.crl"), crl_dir)
+    pki_module.write_crl(opki.pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"),
+                         ["revoked-int", opki.cert("crl-revoked").serial_number])
+    front = ocsp_fixture.HTTPResponderFront(ocsp_fixture.forward_to(responder.url))
+    try:
+        proxy = start(start_proxy, opki, backend, crl_dir=crl_dir, ocsp_responder=front.url)
+        # OCSP says good, the CRL says revoked: refused, before OCSP is even asked.
+        refused_with(proxy, opki, "crl-revoked", "certificate revoked", "revoked")
+        assert front.requests == 0
+        # The CRL says nothing, OCSP says revoked: refused too.
+        refused_with(proxy, opki, "revoked", "certificate revoked", "revoked")
+        assert front.requests == 1
+        assert round_trip(proxy.port, opki.folder, "good") == b"ping\n"
+    finally:
+        front.stop()
+
+
 def test_ocsp_responder_overrides_the_certificates_own(start_proxy, opki, responder, backend):
     # A certificate whose AIA names a dead port: only ocsp_responder can answer for it.
     proxy = start(start_proxy, opki, backend, ocsp_responder=responder.url)

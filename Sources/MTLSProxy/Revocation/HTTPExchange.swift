@@ -43,10 +43,14 @@ final class HTTPExchange: EventHandler {
         switch Socket.connect(to: address) {
         case .failed(let error):
             finish(.failure(.unavailable("\(url): \(error)")))
-        case .connected(let fd), .inProgress(let fd):
+        case .connected(let fd):
             socket = fd
             loop.register(fd: fd.raw, events: Epoll.edgeTriggeredBoth, handler: self)
             handleEvent(fd: fd.raw, events: Epoll.output)
+        case .inProgress(let fd):
+            // Edge-triggered: writability (or an error) reports the connect's end.
+            socket = fd
+            loop.register(fd: fd.raw, events: Epoll.edgeTriggeredBoth, handler: self)
         }
     }
 
