@@ -42,8 +42,5 @@ extension ConfigParser {
         if revocation.crlFetch && listener.crlDir == nil {
             throw "crl_fetch needs crl_dir: the downloaded CRLs are written there"
         }
-        if revocation.crlFetch {
-            throw "crl_fetch is not supported by this build yet"
-        }
     }
 }

@@ -143,6 +143,10 @@ final class ClientConnection: EventHandler {
         chain = result.chain
         peerChain = peer
         for adoption in result.adoptions { listener.announce(adoption) }
+        if listener.config.revocation.crlFetch && CRLWait.mayWait(result.refusal, chain: peer, links: chain, listener: listener) {
+            awaitingCRL = true  // decided once the first download of its issuer's CRL ended
+            return true
+        }
         guard let reason = result.refusal else { return true }
         report.refusal = reason
         tls.sendAlert(reason)
@@ -157,7 +161,7 @@ final class ClientConnection: EventHandler {
         let now = monotonicNanos()
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
-        if listener.config.revocation.ocsp != .off { return startRevocationCheck(now: now) }
+        if listener.config.revocation.ocsp != .off || awaitingCRL { return startRevocationCheck(now: now) }
         if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
     }
@@ -166,11 +170,25 @@ final class ClientConnection: EventHandler {
 
     /// Until when the OCSP answers this connection rests on hold (revoke_active asks again then).
     private(set) var ocspUntil: Int?
+    /// crl_fetch: the chain lacked a CRL that is being downloaded for the first time.
+    private var awaitingCRL = false
 
-    /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say).
+    /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say),
+    /// and, with crl_fetch, the first download of a missing CRL has ended.
     private func startRevocationCheck(now: UInt64) {
         guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
-        enter(.checkingRevocation, until: now + listener.config.revocation.ocspTimeoutNanos + 500_000_000)
+        let ocsp = listener.config.revocation.ocsp != .off
+        enter(.checkingRevocation, until: now + (awaitingCRL ? CRLFetcher.firstWaitNanos : 0)
+            + (ocsp ? listener.config.revocation.ocspTimeoutNanos : 0) + 500_000_000)
+        if awaitingCRL {
+            awaitingCRL = false
+            return CRLWait.start(links: chain, listener: listener, loop: worker.loop) { [self] refusal in
+                guard phase == .checkingRevocation else { return }
+                if let refusal { return deny(refusal, detail: "no current CRL after waiting for its download") }
+                if ocsp { return startRevocationCheck(now: monotonicNanos()) }
+                revocationDecided(.pass(note: ""))
+            }
+        }
         RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
             ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
             revocationDecided(decision)
@@ -196,7 +214,7 @@ final class ClientConnection: EventHandler {
         guard phase == .checkingRevocation else { return }
         switch decision {
         case .pass(let note):
-            report.ocsp = note
+            if !note.isEmpty { report.ocsp = note }
             let now = monotonicNanos()
             if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
             connectBackend(now: now)
@@ -391,6 +409,8 @@ final class ClientConnection: EventHandler {
     /// in flight to the client to finish, sends `notice` (a Notice of Disconnection),
     /// then closes. Nothing more from the client reaches the backend meanwhile.
     func closeWithNotice(_ notice: [UInt8], end: ConnectionEnd, detail: String) {
+        // Revoked while its OCSP or CRL check is pending: refused as at the handshake.
+        if phase == .checkingRevocation && end == .revoked { return deny(.revoked, detail: detail) }
         guard phase == .relaying, closing == nil, let relay else { return close(end, detail: detail) }
         closing = (end, detail, monotonicNanos() + Self.boundaryWaitNanos)
         timer.arm(at: closing!.deadline)

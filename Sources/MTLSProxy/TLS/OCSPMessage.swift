@@ -194,3 +194,24 @@ extension X509List {
         }) ?? [:]
     }
 }
+
+/// The http:// CRL distribution points a certificate names (its issuer's CRL).
+enum DistributionPoints {
+    static func urls(certificate: [UInt8]) -> [String] {
+        X509List.withCertificate(der: certificate) { cert in
+            var urls: [String] = []
+            for seq in 0..<16 as Range<UInt32> {
+                var buffer = [UInt8](repeating: 0, count: 1024)
+                var size = buffer.count
+                var reasons: UInt32 = 0, critical: UInt32 = 0
+                let kind = gnutls_x509_crt_get_crl_dist_points(cert, seq, &buffer, &size, &reasons, &critical)
+                if kind == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE { break }
+                if kind == Int32(GNUTLS_SAN_URI.rawValue) {
+                    let url = String(decoding: buffer[0..<min(size, buffer.count)], as: UTF8.self)
+                    if url.lowercased().hasPrefix("http://") { urls.append(url) }
+                }
+            }
+            return urls
+        } ?? []
+    }
+}

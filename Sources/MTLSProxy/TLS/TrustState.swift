@@ -74,7 +74,7 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
         for ca in cas { bySubject[ca.rawSubject] = ca }
         caBySubject = bySubject
         caCount = cas.count
-        caDERBySubject = config.revocation.ocsp == .off ? [:] : X509List.derBySubject(pem: caBytes)
+        caDERBySubject = config.revocation.ocsp == .off && !config.revocation.crlFetch ? [:] : X509List.derBySubject(pem: caBytes)
 
         var crlSet = CRLSet()
         if let dir = config.crlDir {
