@@ -141,6 +141,19 @@ def test_a_crl_signed_by_a_stranger_is_not_written(start_proxy, cdp, backend):
     assert fetched_files(cdp) == []
 
 
+def test_a_stranger_crl_at_the_url_later_keeps_the_genuine_one(start_proxy, cdp, backend):
+    cdp["server"].files["/intermediate.crl"] = crl_bytes(cdp["pki"], [cdp["serials"]["revoked"]], next_update_seconds=12)
+    proxy = start(start_proxy, cdp, backend)
+    assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
+    stored = open(os.path.join(cdp["crl_dir"], fetched_files(cdp)[0]), "rb").read()
+    # Same issuer name and key identifier, signed by a key nobody trusts, revoking nobody.
+    cdp["server"].files["/intermediate.crl"] = crl_bytes(cdp["pki"], [], forged="impersonate")
+    proxy.wait_for_log("CRL download failed.*not signed by the trusted CA it names", timeout=15)
+    assert open(os.path.join(cdp["crl_dir"], fetched_files(cdp)[0]), "rb").read() == stored
+    assert "revoked" in refusal(proxy.port, cdp["folder"], "revoked").lower()
+    assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
+
+
 def test_updated_crl_at_the_url_bites_before_the_old_next_update(start_proxy, cdp, backend):
     # The first CRL is due in 12 s: fetched again after half of that, at most.
     cdp["server"].files["/intermediate.crl"] = crl_bytes(cdp["pki"], [cdp["serials"]["revoked"]], next_update_seconds=12)
