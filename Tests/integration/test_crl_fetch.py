@@ -187,3 +187,36 @@ def test_conditional_get_answers_not_modified(start_proxy, cdp, backend):
     assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
     wait_until(lambda: cdp["server"].not_modified >= 1, timeout=12, what="a conditional GET answered 304")
     assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
+
+
+def test_the_bundle_cas_distribution_points_are_fetched_at_start(start_proxy, pki, backend, tmp_path):
+    """A CA of ca_bundle names its issuer's CRL: an intermediate whose distribution point
+    serves the root's CRL. With an empty crl_dir, the root's CRL arrives without any
+    client, and root-issued clients are judged by it."""
+    server = CRLServer()
+    try:
+        folder = str(tmp_path / "bundle")
+        os.makedirs(folder)
+        for name in ("server.pem", "server.key", "root-ca.pem"):
+            shutil.copy(os.path.join(pki, name), folder)
+        root, root_key = pki_module.load(pki, "root-ca")
+        key = pki_module.new_key()
+        named = pki_module.make_cert(pki_module.ca_name("Distribution"), key, root, root_key, ca=True, path_len=0,
+                                     crl_url=server.url("/root.crl"))
+        with open(os.path.join(folder, "ca-bundle.pem"), "wb") as f:
+            for cert in (root, named):
+                f.write(cert.public_bytes(serialization.Encoding.PEM))
+        out = os.path.join(folder, "root.crl")
+        pki_module.write_crl(pki, "root", out, pki_module.REVOKED["root"], der=True)
+        server.files["/root.crl"] = open(out, "rb").read()
+        os.remove(out)
+        crl_dir = str(tmp_path / "crl")
+        os.makedirs(crl_dir)
+        port = free_port()
+        proxy = start_proxy(proxy_config(folder, port, backend.address, crl_dir=crl_dir, crl_fetch="yes"))
+        proxy.wait_for_log("CRL fetched.*root.crl")
+        proxy.wait_for_log("reloaded")
+        assert round_trip(port, pki, "bob") == b"ping\n"
+        assert "revoked" in refusal(port, pki, "revoked-root").lower()
+    finally:
+        server.stop()
