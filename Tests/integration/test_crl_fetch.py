@@ -21,6 +21,7 @@ class CRLServer:
     def __init__(self):
         self.files = {}
         self.mode = "ok"
+        self.delay = 0.0
         self.gets = 0
         self.not_modified = 0
         server = self
@@ -30,6 +31,7 @@ class CRLServer:
 
             def do_GET(self):
                 server.gets += 1
+                time.sleep(server.delay)
                 body = server.files.get(self.path)
                 if server.mode == "fail" or body is None:
                     self.send_response(500 if server.mode == "fail" else 404)
@@ -129,6 +131,18 @@ def test_a_revoked_first_client_is_refused_after_the_download(start_proxy, cdp, 
     error = refusal(proxy.port, cdp["folder"], "revoked")
     assert "certificate revoked" in error.lower().replace("_", " "), error
     assert backend.accepted == 0
+
+
+def test_a_slow_server_makes_the_first_client_wait_a_bounded_time(start_proxy, cdp, backend):
+    cdp["server"].delay = 7.0  # past the 5 s a client may wait, within the 10 s download timeout
+    proxy = start(start_proxy, cdp, backend)
+    error = refusal(proxy.port, cdp["folder"], "good")
+    assert "certificate unknown" in error.lower().replace("_", " "), error
+    proxy.wait_for_log("reason=crl_missing.*no current CRL after waiting for its download")
+    # The download went on: once it is in, clients pass.
+    proxy.wait_for_log("CRL fetched", timeout=15)
+    proxy.wait_for_log("reloaded")
+    assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
 
 
 def test_a_crl_signed_by_a_stranger_is_not_written(start_proxy, cdp, backend):

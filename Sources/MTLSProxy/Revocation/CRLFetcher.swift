@@ -26,8 +26,8 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
     static let maxIntervalSeconds = 3600
     static let maxBackoffSeconds = 300
     /// How long the first client of an issuer whose CRL is being fetched for the first
-    /// time may wait for it.
-    static let firstWaitNanos: UInt64 = timeoutNanos + 1_000_000_000
+    /// time may wait for it (the download itself goes on up to its own timeout).
+    static let firstWaitNanos: UInt64 = 5_000_000_000
 
     struct Source {
         var url: HTTPURL
