@@ -247,3 +247,22 @@ final class RevocationConfigTests: XCTestCase {
         }
     }
 }
+
+final class CRLFetcherScheduleTests: XCTestCase {
+    func testRefetchAtHalfTheTimeLeftWithinBounds() {
+        XCTAssertEqual(CRLFetcher.interval(nextUpdate: 1000 + 600, now: 1000), 300)
+        XCTAssertEqual(CRLFetcher.interval(nextUpdate: 1000 + 4, now: 1000), 5)  // at least 5 s
+        XCTAssertEqual(CRLFetcher.interval(nextUpdate: 1000 - 60, now: 1000), 5)  // already stale: soon
+        XCTAssertEqual(CRLFetcher.interval(nextUpdate: 1000 + 7 * 86400, now: 1000), 3600)  // at most 1 h
+        XCTAssertEqual(CRLFetcher.interval(nextUpdate: nil, now: 1000), 3600)
+    }
+
+    func testFileNamesAreStableVisibleAndDistinct() {
+        let a = CRLFetcher.fileName(for: HTTPURL("http://crl.example.com/ca/int.crl")!)
+        XCTAssertEqual(a, CRLFetcher.fileName(for: HTTPURL("http://crl.example.com/ca/int.crl")!))
+        XCTAssertTrue(a.hasPrefix("fetched-crl_example_com_ca_int_crl-") && a.hasSuffix(".crl"), a)
+        XCTAssertFalse(a.contains("/"))
+        // Names that read alike still differ (the hash of the whole URL).
+        XCTAssertNotEqual(CRLFetcher.fileName(for: HTTPURL("http://x/a.b")!), CRLFetcher.fileName(for: HTTPURL("http://x/a_b")!))
+    }
+}
