@@ -113,7 +113,7 @@ private final class PhaseRun {
         worker = try Worker(index: 0)
         let logs = self.logs
         listener = try ListenerRuntime(
-            config: config, trust: try TrustState(config: config), directoryPassword: [],
+            config: config, trust: try TrustState(config: config), directoryPassword: [], backendPassword: [],
             metrics: metrics.listener("test"), logger: Logger(label: "test") { _ in CapturingLogHandler(store: logs) })
         var fds: [Int32] = [0, 0]
         precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0, &fds) == 0)

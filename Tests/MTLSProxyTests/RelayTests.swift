@@ -4,7 +4,7 @@ import XCTest
 
 /// One side of a relay in memory: bytes the relay may read, what it wrote, and how the
 /// side behaves (short reads, writes that take a few bytes, would-block at random).
-private final class MemoryStream: RelayStream {
+final class MemoryStream: RelayStream {
     /// What the relay may read, in order; after it, EOF once `ended` is set.
     var incoming: [UInt8] = []
     private(set) var readCount = 0

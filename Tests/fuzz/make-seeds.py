@@ -99,6 +99,11 @@ def ldap_seeds():
             "search-people": ["ldapsearch", "-x", "-H", url, "-b", "ou=people," + base, "(objectClass=inetOrgPerson)"],
             "search-missing": ["ldapsearch", "-x", "-H", url, "-b", "ou=nobody," + base, "-s", "base"],
             "search-sizelimit": ["ldapsearch", "-x", "-H", url, "-b", base, "-z", "1", "(uid=*)", "dn"],
+            # What clients send to a message-aware listener: a Who am I?, a forged proxied
+            # authorization control, a paged search.
+            "whoami": ["ldapwhoami", "-x", "-H", url],
+            "forged-authz": ["ldapsearch", "-x", "-H", url, "-e", "!authzid=dn:uid=bob,ou=people," + base, "-b", base, "-s", "base"],
+            "paged": ["ldapsearch", "-x", "-H", url, "-E", "pr=2/noprompt", "-b", base, "(uid=*)", "dn"],
         }
         for name, command in runs.items():
             client, server = recorder.record(command)
@@ -106,6 +111,7 @@ def ldap_seeds():
             write("ldap-decode", f"slapd-{name}", server)
             write("ldap-framer", f"slapd-{name}", server)
             write("ldap-framer", f"ldapsearch-{name}", client)
+            write("ldap-request", f"client-{name}", client)
     finally:
         slapd.terminate()
         slapd.wait()

@@ -90,9 +90,15 @@ public enum ConfigParser {
         if listener.proxyProtocolIn != .off && listener.trustedProxies.isEmpty {
             throw fail("proxy_protocol_in needs trusted_proxies: the addresses allowed to send a PROXY header")
         }
-        // Keys of the contract whose features this build does not have yet: refusing them
-        // is better than running without the protection the operator asked for.
-        if listener.verifyCertInDirectory {
+        if listener.clientAuth != .none {
+            guard listener.backendBindDN != nil, listener.backendBindPasswordFile != nil else {
+                throw fail("client_auth = \(listener.clientAuth.rawValue) needs backend_bind_dn and backend_bind_password_file: the proxy's own identity on the backend, which the directory lets proxy for users")
+            }
+        }
+        if listener.backendBindDN != nil && listener.backendBindPasswordFile == nil {
+            throw fail("backend_bind_dn needs backend_bind_password_file")
+        }
+        if listener.usesDirectory {
             if listener.certMap == .search && (listener.certMapBase == nil || listener.certMapFilter == nil) {
                 throw fail("cert_map = search needs cert_map_base and cert_map_filter")
             }
@@ -183,6 +189,16 @@ public enum ConfigParser {
         "directory_cache_ttl": { l, v, _ throws(ConfigError.Message) in l.directoryCacheTTLNanos = try duration(v) },
         "directory_unavailable": { l, v, _ throws(ConfigError.Message) in
             l.directoryUnavailable = try choice(v, "directory_unavailable")
+        },
+        "tls": { l, v, _ throws(ConfigError.Message) in l.tls = try choice(v, "tls") },
+        "client_auth": { l, v, _ throws(ConfigError.Message) in l.clientAuth = try choice(v, "client_auth") },
+        "backend_bind_dn": { l, v, _ throws(ConfigError.Message) in l.backendBindDN = try nonEmpty(v) },
+        "backend_bind_password_file": { l, v, base throws(ConfigError.Message) in l.backendBindPasswordFile = try path(v, base) },
+        "max_request_size": { l, v, _ throws(ConfigError.Message) in
+            guard let size = ByteSize.parse(v), (64...(1 << 30)).contains(size) else {
+                throw "max_request_size must be a size from 64 to 1GiB (a number with an optional unit: 512KiB, 4MiB), got '\(v)'"
+            }
+            l.maxRequestSize = size
         },
     ]
 

@@ -39,6 +39,18 @@ public enum ProxyProtocol: String, Sendable, CaseIterable { case off, v2 }
 public enum ProxyProtocolIn: String, Sendable, CaseIterable { case off, v1, v2, any }
 public enum CertMap: String, Sendable, CaseIterable { case subject, search }
 public enum DirectoryUnavailable: String, Sendable, CaseIterable { case reject, allow }
+/// How TLS starts on a listener: from the first byte (LDAPS), or after the client's
+/// StartTLS extended request on a plain LDAP port.
+public enum TLSMode: String, Sendable, CaseIterable { case implicit, starttls }
+/// What the client's certificate means to the backend.
+public enum ClientAuth: String, Sendable, CaseIterable {
+    /// Nothing: the bytes are relayed unchanged.
+    case none
+    /// A SASL EXTERNAL bind, answered by the proxy, makes requests run as the certificate's entry.
+    case saslExternal = "sasl-external"
+    /// Every request runs as the certificate's entry, with no bind.
+    case certificate
+}
 
 public struct ListenerConfig: Sendable {
     /// TLS 1.2 and 1.3 only; X25519 first (the cheapest curve); AEAD ciphers only; in
@@ -88,6 +100,19 @@ public struct ListenerConfig: Sendable {
     public var directoryTimeoutNanos: UInt64 = 2_000_000_000
     public var directoryCacheTTLNanos: UInt64 = 60_000_000_000
     public var directoryUnavailable = DirectoryUnavailable.reject
+    public var tls = TLSMode.implicit
+    public var clientAuth = ClientAuth.none
+    public var backendBindDN: String?
+    public var backendBindPasswordFile: String?
+    public var maxRequestSize = 4 << 20
+
+    /// Whether the proxy reads the client's LDAP messages (StartTLS, or the certificate
+    /// as the login), instead of relaying bytes unchanged.
+    public var isMessageAware: Bool { tls == .starttls || clientAuth != .none }
+
+    /// Whether connections ask the directory: to check the certificate is in its entry,
+    /// or to find the entry that is the login (`cert_map = search`).
+    public var usesDirectory: Bool { verifyCertInDirectory || (clientAuth != .none && certMap == .search) }
     /// OCSP and CRL distribution points (Config/RevocationConfig.swift).
     public var revocation = RevocationConfig()
 

@@ -31,22 +31,25 @@ struct DirectoryLookup: Sendable {
     }
 }
 
-enum DirectoryVerdict {
-    case present
+enum DirectoryVerdict: Equatable {
+    /// The certificate maps to this entry (and, when checked, the entry holds it).
+    case present(entryDN: String)
     case absent(String)
     case unavailable(String)
 }
 
 /// The directory check of one listener on one event loop: maps the certificate to an
 /// entry (`cert_map`), asks the directory whether the entry holds exactly this
-/// certificate, and caches the answer for `directory_cache_ttl`, negative answers too.
+/// certificate (verify_cert_in_directory), and caches the answer for
+/// `directory_cache_ttl`, negative answers too. Without the certificate check, the
+/// mapping alone must find exactly one entry: that entry is the client's login.
 final class DirectoryChecker {
     static let attributes = ["userCertificate;binary", "userCertificate"]
 
     private let config: ListenerConfig
     private let listener: ListenerRuntime
     private var connections: [DirectoryConnection] = []
-    private var cache: [[UInt8]: (generation: UInt64, expires: UInt64, present: Bool)] = [:]
+    private var cache: [[UInt8]: (generation: UInt64, expires: UInt64, verdict: DirectoryVerdict)] = [:]
 
     init(listener: ListenerRuntime, loop: EventLoop) {
         self.listener = listener
@@ -70,7 +73,7 @@ final class DirectoryChecker {
         let now = monotonicNanos()
         if useCache, let hit = cache[lookup.certificate], hit.generation == generation, now < hit.expires {
             listener.metrics.directoryCacheHits.increment()
-            return done(hit.present ? .present : .absent("certificate not in the mapped entry (cached)"))
+            return done(hit.verdict)
         }
         let build: (Int) -> [UInt8]
         switch config.certMap {
@@ -93,18 +96,32 @@ final class DirectoryChecker {
             switch answer {
             case .unavailable(let why):
                 done(.unavailable(why))
-            case .values(let values):
-                // Any candidate entry holding exactly this certificate will do.
-                let present = values.contains(lookup.certificate)
-                if ttl > 0 { self?.remember(lookup.certificate, generation: generation, present: present, ttl: ttl) }
-                done(present ? .present : .absent(values.isEmpty ? "no entry, or no certificate in it" : "the entry holds other certificates"))
+            case .entries(let entries):
+                let verdict = Self.verdict(entries, certificate: lookup.certificate, checkCertificate: self?.config.verifyCertInDirectory ?? true)
+                if ttl > 0 { self?.remember(lookup.certificate, generation: generation, verdict: verdict, ttl: ttl) }
+                done(verdict)
             }
         }
     }
 
-    private func remember(_ certificate: [UInt8], generation: UInt64, present: Bool, ttl: UInt64) {
+    static func verdict(_ entries: [DirectoryEntry], certificate: [UInt8], checkCertificate: Bool) -> DirectoryVerdict {
+        guard checkCertificate else {
+            // The mapping is the login: it must name one entry, or nobody.
+            switch entries.count {
+            case 1: return .present(entryDN: entries[0].dn)
+            case 0: return .absent("no entry for the certificate")
+            default: return .absent("\(entries.count) entries match the certificate: the mapping must find one")
+            }
+        }
+        // Any candidate entry holding exactly this certificate will do.
+        if let entry = entries.first(where: { $0.certificates.contains(certificate) }) { return .present(entryDN: entry.dn) }
+        let held = entries.contains { !$0.certificates.isEmpty }
+        return .absent(held ? "the entry holds other certificates" : "no entry, or no certificate in it")
+    }
+
+    private func remember(_ certificate: [UInt8], generation: UInt64, verdict: DirectoryVerdict, ttl: UInt64) {
         if cache.count >= 16384 { cache.removeAll(keepingCapacity: true) }
-        cache[certificate] = (generation, monotonicNanos() + ttl, present)
+        cache[certificate] = (generation, monotonicNanos() + ttl, verdict)
     }
 }
 

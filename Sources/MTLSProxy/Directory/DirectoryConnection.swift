@@ -2,9 +2,15 @@ import Glibc
 
 /// What one directory search found.
 enum DirectoryAnswer {
-    /// The certificate values of the entries found (none when there is no entry).
-    case values([[UInt8]])
+    /// The entries found (none when there is no entry).
+    case entries([DirectoryEntry])
     case unavailable(String)
+}
+
+/// An entry a search found: its DN, and the certificate values asked for.
+struct DirectoryEntry: Equatable {
+    var dn: String
+    var certificates: [[UInt8]]
 }
 
 /// One persistent LDAP connection to the directory, on an event loop: non-blocking
@@ -29,7 +35,7 @@ package final class DirectoryConnection: EventHandler {
     private var input: [UInt8] = []
     private var nextID = 1
     private var waiting: [(build: (Int) -> [UInt8], deadline: UInt64, done: (DirectoryAnswer) -> Void)] = []
-    private var inFlight: [Int: (deadline: UInt64, values: [[UInt8]], done: (DirectoryAnswer) -> Void)] = [:]
+    private var inFlight: [Int: (deadline: UInt64, entries: [DirectoryEntry], done: (DirectoryAnswer) -> Void)] = [:]
     private var retryAfter: UInt64 = 0
     private var backoffNanos: UInt64 = 100_000_000
     private var connectDeadline: UInt64 = 0
@@ -188,15 +194,15 @@ package final class DirectoryConnection: EventHandler {
         guard var request = inFlight[response.messageID] else { return }
         switch response.operation {
         case 4:
-            request.values += response.values
+            request.entries.append(DirectoryEntry(dn: response.objectName, certificates: response.values))
             inFlight[response.messageID] = request
         case 1:
             inFlight[response.messageID] = nil
-            request.done(response.resultCode == 0 ? .values([]) : .unavailable("bind as \(bindDN ?? "") failed (resultCode \(response.resultCode ?? -1))"))
+            request.done(response.resultCode == 0 ? .entries([]) : .unavailable("bind as \(bindDN ?? "") failed (resultCode \(response.resultCode ?? -1))"))
         case 5:
             inFlight[response.messageID] = nil
             switch response.resultCode ?? -1 {
-            case 0, 4, 32: request.done(.values(request.values))  // success, sizeLimitExceeded, noSuchObject
+            case 0, 4, 32: request.done(.entries(request.entries))  // success, sizeLimitExceeded, noSuchObject
             case let code: request.done(.unavailable("search failed with resultCode \(code)"))
             }
         default:

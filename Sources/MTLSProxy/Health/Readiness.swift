@@ -48,7 +48,7 @@ enum Readiness {
             }
 
             if listener.config.revocation.ocsp != .off { checks.append(ocspCheck(listener, name: prefix + "ocsp")) }
-            if listener.config.verifyCertInDirectory {
+            if listener.config.usesDirectory {
                 let directory = listener.directoryState.load(ordering: .relaxed)
                 checks.append(ReadinessCheck(
                     name: prefix + "directory", state: directory == 1 ? .ok : .fail,
@@ -58,7 +58,8 @@ enum Readiness {
             let backend = listener.backendState.load(ordering: .relaxed)
             checks.append(ReadinessCheck(
                 name: prefix + "backend", state: backend == 1 ? .ok : .fail,
-                detail: "\(listener.config.backend!) " + (backend == 1 ? "answers" : backend == 0 ? "not probed yet" : "does not answer")))
+                detail: "\(listener.config.backend!) " + (backend == 1 ? "answers" : backend == 0 ? "not probed yet" : "does not answer")
+                    + (listener.config.clientAuth == .none || backend == 0 ? "" : backend == 1 ? " and accepts the proxy's bind" : " or refuses the proxy's bind")))
         }
         return ReadinessReport(draining: draining, checks: checks)
     }

@@ -17,6 +17,13 @@ package enum LDAPMessages {
         }
     }
 
+    /// UnbindRequest ::= [APPLICATION 2] NULL
+    package static func unbindRequest(id: Int) -> [UInt8] {
+        message(id: id) { op in
+            op.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 2, tagClass: .application)) { _ in }
+        }
+    }
+
     package static func searchRequest(id: Int, base: String, scope: Scope, filter: LDAPFilter, attributes: [String], sizeLimit: Int = 16)
         -> [UInt8]
     {
@@ -55,6 +62,8 @@ package enum LDAPMessages {
         /// The protocolOp's APPLICATION tag: 1 BindResponse, 4 SearchResultEntry, 5 SearchResultDone.
         package var operation: UInt
         package var resultCode: Int?
+        /// A SearchResultEntry's objectName: the entry's DN.
+        package var objectName = ""
         /// Values of the entry's attributes, all attributes together.
         package var values: [[UInt8]] = []
     }
@@ -75,8 +84,10 @@ package enum LDAPMessages {
             if let code = fieldIterator.next(), case .primitive(let bytes) = code.content {
                 response.resultCode = bytes.reduce(0) { $0 << 8 | Int($1) }
             }
-        case 4:  // SearchResultEntry: objectName (not needed: the values decide), attributes
-            _ = fieldIterator.next()
+        case 4:  // SearchResultEntry: objectName, attributes
+            if let name = fieldIterator.next(), case .primitive(let bytes) = name.content {
+                response.objectName = String(decoding: bytes, as: UTF8.self)
+            }
             if let attributes = fieldIterator.next(), case .constructed(let list) = attributes.content {
                 for attribute in list {
                     guard case .constructed(let pair) = attribute.content else { continue }

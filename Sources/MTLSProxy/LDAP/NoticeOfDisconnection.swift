@@ -8,12 +8,14 @@ enum NoticeOfDisconnection {
 
     /// resultCode values of RFC 4511 that the proxy sends.
     enum ResultCode: Int {
+        case protocolError = 2
         case strongerAuthRequired = 8
         case unavailable = 52
     }
 
     static let revoked = encode(.strongerAuthRequired, diagnostic: "client certificate revoked")
     static let shuttingDown = encode(.unavailable, diagnostic: "mtls-proxy is shutting down")
+    static let backendBindFailed = encode(.unavailable, diagnostic: "the proxy cannot bind to the directory")
     static let removedFromDirectory = encode(.strongerAuthRequired, diagnostic: "client certificate no longer in the directory")
 
     /// LDAPMessage ::= SEQUENCE { messageID 0, extendedResp [APPLICATION 24] SEQUENCE {

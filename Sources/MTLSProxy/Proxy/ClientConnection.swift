@@ -1,12 +1,13 @@
 /// One client, from accept to close: TLS handshake and verification, the optional
 /// directory check, the backend connect, the relay, and the close with its report.
 ///
-/// Phases: (readingProxyHeader) -> handshaking -> (checkingDirectory) -> connecting ->
-/// relaying -> closed, or -> lingering -> closed when the client is refused. No backend connection exists
-/// before the client's chain has been verified: nothing reaches the backend before that.
+/// Phases: (readingProxyHeader) -> (awaitingStartTLS) -> handshaking -> (checkingRevocation) -> (checkingDirectory) ->
+/// connecting -> relaying -> closed, or -> lingering -> closed when the client is refused.
+/// No backend connection exists before the client's chain has been verified: nothing
+/// reaches the backend before that.
 /// Each phase sets `deadline` when it begins, and the one timer enforces it.
 final class ClientConnection: EventHandler {
-    enum Phase { case readingProxyHeader, handshaking, checkingRevocation, checkingDirectory, connecting, relaying, lingering, closed }
+    enum Phase { case readingProxyHeader, awaitingStartTLS, handshaking, checkingRevocation, checkingDirectory, connecting, relaying, lingering, closed }
 
     let id: UInt64
     let listener: ListenerRuntime
@@ -19,6 +20,8 @@ final class ClientConnection: EventHandler {
     private var dial: BackendDial?
     private var backend: StreamSocket?
     private var relay: Relay<TLSSession, StreamSocket>?
+    /// tls = starttls: the plain LDAP before the handshake.
+    private var door: StartTLSDoor?
     private(set) var phase = Phase.handshaking
     /// When the current phase gives up.
     private var deadline: UInt64 = 0
@@ -34,6 +37,10 @@ final class ClientConnection: EventHandler {
     private var peerChain: PeerChain?
     /// The verified chain, by which live revocation finds this connection.
     private(set) var chain: [ChainLink] = []
+    /// When the backend must have answered the proxy's own bind (client_auth).
+    private var bindDeadline: UInt64?
+    /// The DN of the certificate's entry, whose identity requests carry (client_auth).
+    private var entryDN: String?
     /// With verify_cert_in_directory: what the background re-check asks about.
     private(set) var directoryLookup: DirectoryLookup?
 
@@ -59,7 +66,7 @@ final class ClientConnection: EventHandler {
         // sockets and the relay, so no epoll_ctl is needed per state change.
         worker.loop.register(fd: client.raw, events: Epoll.edgeTriggeredBoth, handler: self)
         let config = listener.config
-        guard config.proxyProtocolIn != .off else { return startTLS() }
+        guard config.proxyProtocolIn != .off else { return openDoorOrStartSession() }
         guard let address = report.peer.ipBytesAndPort?.bytes, config.trustedProxies.contains(where: { $0.contains(address) }) else {
             report.refused(.untrustedProxy, metrics: listener.metrics)
             return close(.refused, detail: "proxy_protocol_in is on and \(report.peer) is not in trusted_proxies")
@@ -68,39 +75,50 @@ final class ClientConnection: EventHandler {
         readProxyHeader()
     }
 
-    /// The balancer's header comes before the TLS bytes. It is peeked at until complete,
-    /// then exactly its bytes are taken: the TLS bytes after it stay in the socket.
+    /// The balancer's header comes before the TLS bytes.
     private func readProxyHeader() {
-        var bytes = [UInt8](repeating: 0, count: InboundProxyHeader.v2MaxLength)
-        let seen: Int
-        switch client.descriptor.peek(into: &bytes) {
-        case .processed(let n): seen = n
-        case .wouldBlock: return
-        case .closed, .failed:
-            report.refused(.badProxyHeader, metrics: listener.metrics)
-            return close(.refused, detail: "the connection ended before its PROXY header")
-        }
-        let mode = listener.config.proxyProtocolIn
-        switch InboundProxyHeader.parse(Array(bytes.prefix(seen)), v1: mode != .v2, v2: mode != .v1) {
-        case .incomplete:
-            return  // the rest brings a new edge; a header that never completes meets the deadline
+        switch ProxyHeaderReader.step(client.descriptor, mode: listener.config.proxyProtocolIn) {
+        case .waiting: return
         case .invalid(let why):
             report.refused(.badProxyHeader, metrics: listener.metrics)
             close(.refused, detail: why)
-        case .header(let length, let source):
-            var header = [UInt8](repeating: 0, count: length)
-            guard client.descriptor.receive(into: &header) == .processed(length) else {
-                return close(.error, detail: "could not take the PROXY header it had seen")
-            }
-            if let source, let address = SocketAddress(ipBytes: source.address, port: source.port) {
+        case .failed(let why): close(.error, detail: why)
+        case .taken(let address):
+            if let address {
                 report.proxiedBy = report.peer
                 report.peer = address
             }
-            startTLS()
+            openDoorOrStartSession()
         }
     }
 
-    private func startTLS() {
+    /// LDAPS starts TLS at once; a StartTLS listener serves plain LDAP until the client
+    /// asks for TLS, within the same handshake_timeout from accept.
+    private func openDoorOrStartSession() {
+        guard listener.config.tls == .starttls else { return startSession() }
+        door = StartTLSDoor(socket: client, maxRequestSize: listener.config.maxRequestSize)
+        enter(.awaitingStartTLS, until: report.acceptedAt + listener.config.handshakeTimeoutNanos)
+        stepDoor()
+    }
+
+    private func stepDoor() {
+        guard let door else { return }
+        switch door.step() {
+        case .waiting: break
+        case .upgrade:
+            self.door = nil
+            startSession()
+        case .closed(let why):
+            report.refused(.startTLSRequired, metrics: listener.metrics)
+            close(.refused, detail: why + (door.refusedRequests > 0 ? "; \(door.refusedRequests) request(s) answered confidentialityRequired" : ""))
+        case .stop(let stop):
+            door.sendNotice(stop.notice)
+            report.refused(stop.reason, metrics: listener.metrics)
+            close(stop.end, detail: stop.detail + "; Notice of Disconnection sent")
+        }
+    }
+
+    private func startSession() {
         do {
             tls = try TLSSession(server: trust, transport: transport)
         } catch {
@@ -161,8 +179,9 @@ final class ClientConnection: EventHandler {
         let now = monotonicNanos()
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
+        if listener.config.certMap == .subject { entryDN = report.identity?.subject }
         if listener.config.revocation.ocsp != .off || awaitingCRL { return startRevocationCheck(now: now) }
-        if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
+        if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
     }
 
@@ -216,7 +235,7 @@ final class ClientConnection: EventHandler {
         case .pass(let note):
             if !note.isEmpty { report.ocsp = note }
             let now = monotonicNanos()
-            if listener.config.verifyCertInDirectory { return startDirectoryCheck(now: now) }
+            if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
             connectBackend(now: now)
         case .refuse(let reason, let detail):
             deny(reason, detail: detail)
@@ -240,7 +259,13 @@ final class ClientConnection: EventHandler {
     private func directoryDecided(_ decision: DirectoryGate.Decision) {
         guard phase == .checkingDirectory else { return }
         switch decision {
-        case .pass: connectBackend(now: monotonicNanos())
+        case .pass(let dn):
+            if let dn { entryDN = dn }
+            // The login needs an entry: directory_unavailable = allow cannot invent one.
+            if listener.config.clientAuth != .none && entryDN == nil {
+                return deny(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to")
+            }
+            connectBackend(now: monotonicNanos())
         case .refuse(let reason, let detail): deny(reason, detail: detail)
         }
     }
@@ -267,9 +292,20 @@ final class ClientConnection: EventHandler {
         let preface = listener.config.proxyProtocol != .v2 ? [] : ProxyProtocolV2.header(
             client: report.peer, local: Socket.localAddress(client.raw), tlsVersion: report.tlsVersion,
             commonName: report.identity?.commonName)
-        relay = Relay(client: tls, backend: backend, pool: worker.pool, preface: preface)
+        let config = listener.config
+        if config.isMessageAware {
+            // The proxy's own bind (client_auth) must be answered within connect_timeout.
+            let login = ClientLogin(mode: config.clientAuth, entryDN: entryDN ?? "")
+            let requests = ClientRequests(login: login, maxRequestSize: config.maxRequestSize, bindDN: config.backendBindDN,
+                                          bindPassword: listener.backendPassword, preface: preface)
+            relay = Relay(client: tls, backend: backend, pool: worker.pool, requests: requests)
+            if requests.awaitingOpeningBind { bindDeadline = monotonicNanos() + config.connectTimeoutNanos }
+        } else {
+            relay = Relay(client: tls, backend: backend, pool: worker.pool, preface: preface)
+        }
         phase = .relaying
         touch()
+        if let bindDeadline { timer.arm(at: bindDeadline) }
         relayed(relay!.pump())
     }
 
@@ -292,6 +328,9 @@ final class ClientConnection: EventHandler {
             close(.error, detail: why)
         case .noticeDelivered: close(closing!.end, detail: closing!.detail + "; Notice of Disconnection sent")
         case .boundaryUnreachable(let why): close(closing!.end, detail: closing!.detail + "; " + why)
+        case .stop(let stop):
+            report.refused(stop.reason, detail: stop.detail, metrics: listener.metrics)
+            closeWithNotice(stop.notice, end: stop.end, detail: stop.detail)
         }
     }
 
@@ -309,6 +348,7 @@ final class ClientConnection: EventHandler {
             client.noteEvents(events)
             switch phase {
             case .readingProxyHeader: readProxyHeader()
+            case .awaitingStartTLS: stepDoor()
             case .handshaking: driveHandshake()
             case .lingering: drainLingering()
             case .relaying:
@@ -339,9 +379,10 @@ final class ClientConnection: EventHandler {
 
     private func timerFired(now: UInt64) {
         switch phase {
-        case .readingProxyHeader where now >= deadline, .handshaking where now >= deadline:
+        case .readingProxyHeader where now >= deadline, .awaitingStartTLS where now >= deadline, .handshaking where now >= deadline:
             report.refused(.handshakeTimeout, metrics: listener.metrics)
-            return close(.handshakeTimeout, detail: "no complete handshake within \(ConfigDuration.describe(listener.config.handshakeTimeoutNanos))")
+            let what = phase == .awaitingStartTLS ? "no StartTLS request" : "no complete handshake"
+            return close(.handshakeTimeout, detail: "\(what) within \(ConfigDuration.describe(listener.config.handshakeTimeoutNanos))")
         case .handshaking where handshakeYielded:
             handshakeYielded = false
             driveHandshake()
@@ -358,6 +399,14 @@ final class ClientConnection: EventHandler {
         case .lingering where now >= deadline:
             return close(.refused)
         case .relaying:
+            if let bindDeadline, closing == nil, relay?.requests?.awaitingOpeningBind == true {
+                if now >= bindDeadline {
+                    report.refused(.backendBindFailed, metrics: listener.metrics)
+                    let detail = "the backend did not answer the proxy's bind within \(ConfigDuration.describe(listener.config.connectTimeoutNanos))"
+                    return closeWithNotice(NoticeOfDisconnection.backendBindFailed, end: .backendUnavailable, detail: detail)
+                }
+                timer.arm(at: bindDeadline)
+            }
             if let closing {
                 if now >= closing.deadline {
                     return close(closing.end, detail: closing.detail + "; no LDAP message boundary within 1s, closed without notice")
@@ -434,6 +483,7 @@ final class ClientConnection: EventHandler {
             backend.descriptor.close()
         }
         report.alertReceived = tls?.receivedAlert
+        if listener.config.clientAuth != .none, let login = relay?.requests?.login { report.authz = login.authzDescription }
         tls = nil
         transport.release()
         relay?.release()

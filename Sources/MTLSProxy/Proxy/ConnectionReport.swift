@@ -14,6 +14,8 @@ struct ConnectionReport {
     var resumed = false
     /// An alert the client sent after the handshake (user_canceled before its close).
     var alertReceived: String?
+    /// client_auth: the identity the client's requests ran as last (dn:..., anonymous).
+    var authz: String?
     /// Why the client was refused, if it was.
     var refusal: RefusalReason?
     /// What went wrong, when the end itself does not say (a GnuTLS error, a directory answer).
@@ -71,6 +73,7 @@ struct ConnectionReport {
             metadata["issuer"] = "\(identity.issuer)"
             metadata["serial"] = "\(identity.serialHex)"
         }
+        if let authz { metadata["authz"] = "\(authz)" }
         if resumed { metadata["resumed"] = "yes" }
         if let proxiedBy { metadata["via"] = "\(proxiedBy)" }
         if let alertReceived { metadata["alert"] = "\(alertReceived)" }

@@ -3,7 +3,8 @@
 /// here; the connection only learns whether to go on.
 enum DirectoryGate {
     enum Decision {
-        case pass
+        /// Go on; the entry the certificate maps to, when the directory named it.
+        case pass(entryDN: String?)
         case refuse(RefusalReason, detail: String)
     }
 
@@ -16,15 +17,15 @@ enum DirectoryGate {
 
     static func decision(_ verdict: DirectoryVerdict, listener: ListenerRuntime, peer: SocketAddress, subject: String) -> Decision {
         switch verdict {
-        case .present:
-            return .pass
+        case .present(let entryDN):
+            return .pass(entryDN: entryDN)
         case .absent(let detail):
             return .refuse(.notInDirectory, detail: detail)
         case .unavailable(let why) where listener.config.directoryUnavailable == .allow:
             listener.logger.warning("directory unavailable, allowing", metadata: [
                 "client": "\(peer)", "subject": "\(subject)", "detail": "\(why)",
             ])
-            return .pass
+            return .pass(entryDN: nil)
         case .unavailable(let why):
             return .refuse(.directoryUnavailable, detail: why)
         }

@@ -17,17 +17,20 @@ final class ListenerRuntime: Sendable {
     let boundWorkers = Atomic<Int>(0)
     /// Last backend probe: 0 = not probed yet, 1 = answered, 2 = did not.
     let backendState = Atomic<Int>(0)
-    /// The directory for verify_cert_in_directory (nil when the check is off).
+    /// The directory for verify_cert_in_directory or cert_map = search (nil when not used).
     let directoryAddress: SocketAddress?
     let directoryPassword: [UInt8]
+    /// The proxy's own bind password on the backend (client_auth), empty otherwise.
+    let backendPassword: [UInt8]
     /// Last directory connection event: 0 = none yet, 1 = up, 2 = down.
     let directoryState = Atomic<Int>(0)
 
-    init(config: ListenerConfig, trust: TrustState, directoryPassword: [UInt8],
+    init(config: ListenerConfig, trust: TrustState, directoryPassword: [UInt8], backendPassword: [UInt8],
          metrics: ListenerMetrics, logger: Logger) throws(SystemError) {
         self.config = config
         self.directoryPassword = directoryPassword
-        directoryAddress = config.verifyCertInDirectory
+        self.backendPassword = backendPassword
+        directoryAddress = config.usesDirectory
             ? try SocketAddress.resolve(config.directoryEndpoint ?? config.backend!) : nil
         name = config.name
         listenAddress = try SocketAddress.resolve(config.listen!)

@@ -27,23 +27,17 @@ public struct LoadedConfiguration {
     let config: ProxyConfig
     let trusts: [TrustState]
     let directoryPasswords: [[UInt8]]
+    let backendPasswords: [[UInt8]]
 
     public init(_ config: ProxyConfig) throws(StartupError) {
         self.config = config
         var trusts: [TrustState] = []
         var directoryPasswords: [[UInt8]] = []
+        var backendPasswords: [[UInt8]] = []
         for listener in config.listeners {
-            if let file = listener.directoryBindPasswordFile, listener.verifyCertInDirectory {
-                do {
-                    var password = try FileBytes.read(file)
-                    while let last = password.last, last == 10 || last == 13 { password.removeLast() }
-                    directoryPasswords.append(password)
-                } catch {
-                    throw .configuration("[\(listener.name)] \(file): \(String(cString: strerror(error.errno)))")
-                }
-            } else {
-                directoryPasswords.append([])
-            }
+            let directoryFile = listener.usesDirectory ? listener.directoryBindPasswordFile : nil
+            directoryPasswords.append(try Self.password(directoryFile, listener: listener))
+            backendPasswords.append(try Self.password(listener.backendBindPasswordFile, listener: listener))
             do {
                 trusts.append(try TrustState(config: listener))
             } catch {
@@ -57,6 +51,34 @@ public struct LoadedConfiguration {
         }
         self.trusts = trusts
         self.directoryPasswords = directoryPasswords
+        self.backendPasswords = backendPasswords
+    }
+
+    /// What the listener does with the client's LDAP messages.
+    private static func ldapSummary(_ listener: ListenerConfig) -> String {
+        let tls = listener.tls == .starttls ? "StartTLS on a plain port" : "LDAPS"
+        switch listener.clientAuth {
+        case .none where listener.tls == .implicit:
+            return "\(tls), bytes relayed unchanged (client_auth = none)"
+        case .none:
+            return "\(tls), requests relayed unchanged after the upgrade (client_auth = none), at most \(listener.maxRequestSize) bytes each"
+        case .saslExternal, .certificate:
+            let mapping = listener.certMap == .subject ? "the subject DN" : "a search under \(listener.certMapBase ?? "")"
+            return "\(tls), the certificate is the login (client_auth = \(listener.clientAuth.rawValue)): the entry is \(mapping); "
+                + "the proxy binds as \(listener.backendBindDN ?? "") and proxies for it; requests at most \(listener.maxRequestSize) bytes"
+        }
+    }
+
+    /// A bind password from its file, without the line end an editor adds.
+    private static func password(_ file: String?, listener: ListenerConfig) throws(StartupError) -> [UInt8] {
+        guard let file else { return [] }
+        do {
+            var password = try FileBytes.read(file)
+            while let last = password.last, last == 10 || last == 13 { password.removeLast() }
+            return password
+        } catch {
+            throw .configuration("[\(listener.name)] \(file): \(String(cString: strerror(error.errno)))")
+        }
     }
 
     /// What `--check` prints: one block per listener.
@@ -90,6 +112,7 @@ public struct LoadedConfiguration {
             } else {
                 lines.append("  CRLs: none (no crl_dir): revocation is not checked")
             }
+            lines.append("  LDAP: " + Self.ldapSummary(listener))
         }
         return lines.joined(separator: "\n")
     }
@@ -126,7 +149,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
             do {
                 listeners.append(try ListenerRuntime(
                     config: listenerConfig, trust: trust,
-                    directoryPassword: loaded.directoryPasswords[index], metrics: metrics.listener(listenerConfig.name), logger: logger))
+                    directoryPassword: loaded.directoryPasswords[index], backendPassword: loaded.backendPasswords[index], metrics: metrics.listener(listenerConfig.name), logger: logger))
             } catch {
                 throw .configuration("[\(listenerConfig.name)] \(error)")
             }

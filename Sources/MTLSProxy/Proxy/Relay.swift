@@ -6,6 +6,10 @@
 /// a connection bounded by two buffers. Each side's end travels on its own: the client's
 /// close reaches the backend as a FIN once everything before it was delivered, and the
 /// backend's as close_notify.
+///
+/// On a message-aware listener, `requests` stands between the client's bytes and the
+/// backend (whole messages, some rewritten or answered by the proxy), and the proxy's
+/// answers enter the backend's stream to the client between two of its messages.
 final class Relay<Client: RelayStream, Backend: RelayStream> {
     enum Outcome: Equatable {
         /// Still relaying; `moved` says whether any bytes went either way.
@@ -18,6 +22,9 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
         case noticeDelivered
         /// Closing: no message boundary can come (the detail says why).
         case boundaryUnreachable(String)
+        /// The client's LDAP messages ended the connection (malformed, too large, or the
+        /// backend refused the proxy's bind): close with the stop's notice.
+        case stop(ClientRequests.Stop)
     }
 
     private let client: Client
@@ -25,6 +32,10 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
     private unowned let pool: BufferPool
     private var toBackend = RelayBuffer()
     private var toClient = RelayBuffer()
+    /// The message-aware path of the client's requests; nil relays bytes unchanged.
+    let requests: ClientRequests?
+    /// A write of the proxy's answers is queued in the client stream (retry with them).
+    private var answerWritePending = false
     /// Readiness as the last events and calls left it: a side is tried only when set.
     var clientReadable = true, clientWritable = true, backendReadable = true, backendWritable = true
     private var clientDone = false  // close_notify or FIN from the client
@@ -42,10 +53,12 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
     private var closing = Closing.no
 
     /// `preface` goes to the backend before any byte of the client (a PROXY header).
-    init(client: Client, backend: Backend, pool: BufferPool, preface: [UInt8] = []) {
+    /// With `requests`, the preface is theirs to send.
+    init(client: Client, backend: Backend, pool: BufferPool, preface: [UInt8] = [], requests: ClientRequests? = nil) {
         self.client = client
         self.backend = backend
         self.pool = pool
+        self.requests = requests
         if !preface.isEmpty { toBackend.replace(with: preface, pool: pool) }
     }
 
@@ -95,8 +108,14 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
                 progress = true
             }
 
-            toBackendLoop: while !toBackend.isEmpty && backendWritable {
-                switch toBackend.drain(to: backend) {
+            if let requests, !isClosing {
+                let before = toBackend.count
+                if let stop = requests.take(from: &toBackend) { return .stop(stop) }
+                if toBackend.count != before { progress = true }
+            }
+
+            toBackendLoop: while backendWritable && (requests?.hasForward ?? !toBackend.isEmpty) {
+                switch requests?.writeForward(to: backend) ?? toBackend.drain(to: backend) {
                 case .processed:
                     awaitingBackend = true
                     progress = true
@@ -106,7 +125,7 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
                 case .failed(let why): return .failed("to backend: \(why)")
                 }
             }
-            if clientDone && toBackend.isEmpty && !backendWriteShut {
+            if clientDone && toBackend.isEmpty && requests?.hasForward != true && !backendWriteShut {
                 if backend.finishWriting() {
                     backendWriteShut = true
                     progress = true
@@ -128,8 +147,19 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
                 progress = true
             }
 
-            toClientLoop: while !toClient.isEmpty && clientWritable {
+            toClientLoop: while clientWritable && (!toClient.isEmpty || requests?.hasAnswers == true) {
                 var limit = Int.max
+                if let requests, !isClosing {
+                    switch messageStep(requests) {
+                    case .wrote: progress = true; continue toClientLoop
+                    case .blocked: clientWritable = false; break toClientLoop
+                    case .waitForBackend: break toClientLoop
+                    case .failed(let why): return .failed("to client: \(why)")
+                    case .stop(let stop): return .stop(stop)
+                    case .drain(let upTo): limit = upTo
+                    }
+                }
+                if toClient.isEmpty { break toClientLoop }
                 if case .atNextBoundary = closing, !client.hasPendingWrite,
                    let toBoundary = toClient.withReadable({ framer.bytesToBoundary(in: $0) })
                 {
@@ -178,6 +208,55 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
         toClient.releaseIfEmpty(to: pool)
         if clientDone && backendWriteShut && backendDone && closeNotifySent { return .finished }
         return .open(moved: moved)
+    }
+
+    private enum MessageStep {
+        case wrote, blocked, waitForBackend, failed(String), stop(ClientRequests.Stop)
+        /// Backend bytes may go, up to this many.
+        case drain(upTo: Int)
+    }
+
+    /// Between two messages of the backend, the proxy's answers go first, and the
+    /// response to the proxy's own bind is taken out (the response to a client's own bind
+    /// is only noticed). Within a message, only its rest may go while any is waiting.
+    private func messageStep(_ requests: ClientRequests) -> MessageStep {
+        if client.hasPendingWrite && !answerWritePending { return .drain(upTo: .max) }  // the queued record first
+        let waiting = requests.hasAnswers || requests.interceptedMessageID != nil || requests.ownBindInProgress != nil
+        if !waiting { return .drain(upTo: .max) }
+        if !framer.isAtBoundary {
+            let toBoundary = toClient.withReadable { framer.bytesToBoundary(in: $0) }
+            return .drain(upTo: toBoundary ?? .max)
+        }
+        if requests.hasAnswers {
+            switch requests.writeAnswers(to: client) {
+            case .processed:
+                answerWritePending = false
+                return .wrote
+            case .wouldBlock, .closed:
+                answerWritePending = client.hasPendingWrite
+                return .blocked
+            case .failed(let why): return .failed(why)
+            }
+        }
+        if requests.interceptedMessageID == nil && requests.ownBindInProgress == nil { return .drain(upTo: .max) }
+        switch toClient.withReadable({ LDAPResponseHead.read($0) }) {
+        case .incomplete:
+            if backendDone { return .failed("the backend closed before it answered the proxy's bind") }
+            return .waitForBackend
+        case .notLDAP:
+            return .failed("the backend's answer is not LDAP")
+        case .message(let messageID, let length):
+            if messageID == requests.ownBindInProgress { requests.ownBindAnswered() }
+            guard messageID == requests.interceptedMessageID else { return .drain(upTo: length) }
+            guard length <= toClient.count else {
+                if length > BufferPool.bufferSize { return .failed("the backend's bind response is \(length) bytes") }
+                return backendDone ? .failed("the backend closed within its bind response") : .waitForBackend
+            }
+            let response = toClient.withReadable { Array($0.prefix(length)) }
+            toClient.consume(length)
+            if let stop = requests.backendAnsweredBind(response) { return .stop(stop) }
+            return .wrote
+        }
     }
 
     private var noticeQueued: Bool {

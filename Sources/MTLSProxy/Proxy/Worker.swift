@@ -29,7 +29,7 @@ final class Worker {
 
     func startAccepting() {
         heartbeat.start(on: loop)
-        for acceptor in acceptors where acceptor.listener.config.verifyCertInDirectory {
+        for acceptor in acceptors where acceptor.listener.config.usesDirectory {
             directoryChecker(for: acceptor.listener).warmUp()
             if acceptor.listener.config.revokeActive && acceptor.listener.config.directoryCacheTTLNanos > 0 {
                 // Every directory_cache_ttl (1 s at least), the live identities are asked again.

@@ -24,6 +24,15 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case badProxyHeader = "bad_proxy_header"
     /// proxy_protocol_in: the connection came from an address not in trusted_proxies.
     case untrustedProxy = "untrusted_proxy"
+    /// A message-aware listener read something that is not an LDAP request (malformed BER,
+    /// not a request, a request before the StartTLS response): Notice of Disconnection.
+    case protocolError = "protocol_error"
+    /// A request above max_request_size: Notice of Disconnection (protocolError).
+    case requestTooLarge = "request_too_large"
+    /// tls = starttls: the client closed or unbound without asking for TLS.
+    case startTLSRequired = "starttls_required"
+    /// client_auth: the backend refused the proxy's own bind (backend_bind_dn).
+    case backendBindFailed = "backend_bind_failed"
     /// ocsp with ocsp_policy = strict: no usable OCSP answer (unreachable, timeout,
     /// HTTP error, malformed, bad signature, stale, about another certificate).
     case ocspUnavailable = "ocsp_unavailable"
@@ -43,6 +52,8 @@ public enum RefusalReason: String, Sendable, CaseIterable {
         // The PROXY refusals come before TLS: no alert goes out for them.
         case .handshakeFailed, .handshakeTimeout, .badProxyHeader, .untrustedProxy: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue
         case .notAllowed, .notInDirectory, .directoryUnavailable: return GNUTLS_A_ACCESS_DENIED.rawValue
+        // These end an established LDAP session: a Notice of Disconnection says why, not an alert.
+        case .protocolError, .requestTooLarge, .backendBindFailed, .startTLSRequired: return GNUTLS_A_ACCESS_DENIED.rawValue
         }
     }
 }

@@ -9,6 +9,7 @@ let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "ldap-decode": fuzzLDAPDecode,
     "ldap-filter": fuzzLDAPFilter,
     "ldap-framer": fuzzLDAPFramer,
+    "ldap-request": fuzzLDAPRequest,
     "proxy-v2": fuzzProxyV2,
     "proxy-header": fuzzProxyHeader,
 ]

@@ -1,0 +1,151 @@
+import SwiftASN1
+import XCTest
+
+@testable import MTLSProxy
+
+/// The certificate as the login: what becomes of each request (ClientLogin), and the
+/// request decoding and re-encoding it relies on (LDAPRequest).
+final class ClientLoginTests: XCTestCase {
+    private let alice = "UID=alice,OU=people,DC=example,DC=com"
+    private let forged: [(type: String, critical: Bool, value: [UInt8]?)] = [
+        ("2.16.840.1.113730.3.4.18", true, Array("dn:uid=bob,ou=people,dc=example,dc=com".utf8))
+    ]
+
+    private func step(_ login: inout ClientLogin, _ message: [UInt8]) -> ClientLogin.Step {
+        login.step(try! LDAPRequest(decoding: message), message: message)
+    }
+
+    private func forwardedAuthz(_ step: ClientLogin.Step) -> String? {
+        guard case .forward(let bytes) = step else { return "(not forwarded: \(step))" }
+        return TestLDAP.proxiedAuthorization(of: bytes)
+    }
+
+    private func answerCode(_ step: ClientLogin.Step) -> Int? {
+        guard case .answer(let bytes) = step else { return nil }
+        return TestLDAP.result(of: bytes).code
+    }
+
+    func testSASLExternalRunsAsAnonymousUntilTheBindThenAsTheEntry() {
+        var login = ClientLogin(mode: .saslExternal, entryDN: alice)
+        XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(1))), "", "before the bind: anonymous")
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(2))), 0)
+        XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(3))), "dn:" + alice)
+        XCTAssertEqual(login.authzDescription, "dn:" + alice)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.simpleBind(4, name: "", password: ""))), 0, "anonymous bind answered by the proxy")
+        XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(5))), "")
+    }
+
+    func testExternalAuthzIdMustNameTheSameEntryComparedAsDNs() {
+        var login = ClientLogin(mode: .saslExternal, entryDN: alice)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(1, credentials: "dn:uid=Alice, ou=People ,dc=EXAMPLE,dc=com"))), 0)
+        XCTAssertEqual(login.runsAs, .entry)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(2, credentials: "dn:uid=bob,ou=people,dc=example,dc=com"))), 50)
+        XCTAssertEqual(login.runsAs, .anonymous, "a failed bind leaves the connection anonymous")
+        XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(3))), "")
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(4, credentials: "u:alice"))), 50)
+    }
+
+    func testAClientsOwnProxiedAuthorizationIsRefusedAndNeverForwarded() {
+        for mode in [ClientAuth.saslExternal, .certificate] {
+            var login = ClientLogin(mode: mode, entryDN: alice)
+            XCTAssertEqual(answerCode(step(&login, TestLDAP.search(1, controls: forged))), 53, "\(mode)")
+            let obsolete: [(type: String, critical: Bool, value: [UInt8]?)] = [("2.16.840.1.113730.3.4.12", false, Array("dn:x".utf8))]
+            XCTAssertEqual(answerCode(step(&login, TestLDAP.search(2, controls: obsolete))), 53, "\(mode): the obsolete OID")
+            XCTAssertEqual(step(&login, TestLDAP.abandon(3, controls: forged)), .drop, "\(mode): an abandon has no response")
+        }
+    }
+
+    func testCertificateModeRunsAsTheEntryFromTheFirstRequestAndRefusesOtherBinds() {
+        var login = ClientLogin(mode: .certificate, entryDN: alice)
+        XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(1))), "dn:" + alice)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.simpleBind(2, name: "cn=admin,dc=example,dc=com", password: "secret"))), 48)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(3, mechanism: "DIGEST-MD5"))), 48)
+        XCTAssertTrue(login.backendIsProxy, "nothing was passed on")
+    }
+
+    func testANamedBindIsPassedOnAndTheNextExternalBindRebindsTheBackendFirst() {
+        var login = ClientLogin(mode: .saslExternal, entryDN: alice)
+        let bind = TestLDAP.simpleBind(1, name: "cn=admin,dc=example,dc=com", password: "secret")
+        XCTAssertEqual(step(&login, bind), .forward(bind), "passed on unchanged")
+        XCTAssertFalse(login.backendIsProxy)
+        XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(2))), nil, "no control: the backend knows who this is")
+        guard case .rebindThenAnswer(let id, let answer) = step(&login, TestLDAP.saslBind(3)) else { return XCTFail("no rebind") }
+        XCTAssertEqual(id, 3, "the rebind uses the client's bind's messageID")
+        XCTAssertEqual(TestLDAP.result(of: answer).code, 0)
+    }
+
+    func testStartTLSInsideTLSIsAnOperationsErrorInEveryMode() {
+        for mode in ClientAuth.allCases {
+            var login = ClientLogin(mode: mode, entryDN: alice)
+            let code = answerCode(step(&login, TestLDAP.extended(1, name: LDAPRequest.startTLSName)))
+            XCTAssertEqual(code, 1, "\(mode)")
+        }
+    }
+
+    func testModeNoneForwardsRequestsUnchanged() {
+        var login = ClientLogin(mode: .none, entryDN: "")
+        let search = TestLDAP.search(1, controls: forged)
+        XCTAssertEqual(step(&login, search), .forward(search))
+    }
+
+    func testUnbindAndAbandonCarryNoControl() {
+        var login = ClientLogin(mode: .certificate, entryDN: alice)
+        XCTAssertEqual(step(&login, TestLDAP.unbind(1)), .forward(TestLDAP.unbind(1)))
+        XCTAssertEqual(step(&login, TestLDAP.abandon(2)), .forward(TestLDAP.abandon(2)))
+    }
+
+    // MARK: - Decoding
+
+    func testTheRewriteKeepsTheOperationAndTheClientsControls() throws {
+        let paged: [(type: String, critical: Bool, value: [UInt8]?)] = [("1.2.840.113556.1.4.319", false, [0x30, 0x05, 0x02, 0x01, 0x05, 0x04, 0x00])]
+        let original = TestLDAP.search(7, controls: paged)
+        let rewritten = try LDAPRequest(decoding: original).withProxiedAuthorization("dn:uid=x")
+        let decoded = try LDAPRequest(decoding: rewritten)
+        XCTAssertEqual(decoded.messageID, 7)
+        XCTAssertEqual(decoded.operation, .search)
+        XCTAssertEqual(decoded.controls.map(\.type), ["1.2.840.113556.1.4.319", "2.16.840.1.113730.3.4.18"])
+        XCTAssertEqual(TestLDAP.proxiedAuthorization(of: rewritten), "dn:uid=x")
+        // Without its controls, the rewritten message is the original one.
+        let bare = try LDAPRequest(decoding: TestLDAP.search(7)).withProxiedAuthorization("")
+        XCTAssertEqual(Array(bare[2..<(2 + TestLDAP.search(7).count - 2)]), Array(TestLDAP.search(7)[2...]))
+    }
+
+    func testMalformedRequestsAreRefused() {
+        let cases: [(String, [UInt8])] = [
+            ("not a sequence", [0x04, 0x01, 0x00]),
+            ("messageID 0", TestLDAP.message(0) { op in op.appendPrimitiveNode(identifier: TestLDAP.app(2)) { _ in } }),
+            ("a response, not a request", LDAPResponse.encode(id: 1, tag: 1, code: .success, diagnostic: "")),
+            ("no operation", [0x30, 0x03, 0x02, 0x01, 0x01]),
+            ("truncated", Array(TestLDAP.search(1).dropLast())),
+            ("bind without authentication", TestLDAP.message(1) { op in
+                try op.appendConstructedNode(identifier: TestLDAP.app(0)) { bind in
+                    try bind.serialize(3)
+                    try bind.serialize(ASN1OctetString(contentBytes: []))
+                }
+            }),
+        ]
+        for (name, bytes) in cases {
+            XCTAssertThrowsError(try LDAPRequest(decoding: bytes), name)
+        }
+    }
+
+    func testDistinguishedNamesCompareAsDNs() {
+        XCTAssertTrue(DistinguishedName.same("UID=alice,OU=people,DC=example,DC=com", "uid=Alice, ou=People,dc=example,dc=com"))
+        XCTAssertTrue(DistinguishedName.same("0.9.2342.19200300.100.1.1=alice,ou=people", "uid=alice,ou=people"))
+        XCTAssertTrue(DistinguishedName.same("cn=a\\,b,o=x", "cn=A\\2cB,o=x"))
+        XCTAssertTrue(DistinguishedName.same("cn=a+sn=b,o=x", "sn=B+cn=A,o=x"))
+        XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice2,ou=people"))
+        XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice"))
+        XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice;ou=other"))
+        XCTAssertFalse(DistinguishedName.same("garbage", "garbage"), "not a DN at all")
+    }
+
+    func testResponseHeadsFindTheMessageIDBeforeTheRestArrives() {
+        let result = TestLDAP.searchResult(300, size: 1000)
+        XCTAssertEqual(LDAPResponseHead.read(Array(result.prefix(2))), .incomplete)
+        guard case .message(let id, let length) = LDAPResponseHead.read(Array(result.prefix(12))) else { return XCTFail() }
+        XCTAssertEqual(id, 300)
+        XCTAssertEqual(length, result.count - LDAPResponse.encode(id: 300, tag: 5, code: .success, diagnostic: "").count)
+        XCTAssertEqual(LDAPResponseHead.read([0x31, 0x03, 0x02, 0x01, 0x01]), .notLDAP)
+    }
+}
