@@ -390,7 +390,7 @@ def parse_args(argv=None):
                         help="`workers` of the baseline (default: --workers); with --baseline set to the same binary, "
                              "this compares two worker counts in one run")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma-separated, from " + ",".join(WORKLOADS) + " (crl: the CRL-size rows)")
+                        help="comma-separated, from " + ",".join(WORKLOADS) + " (crl: the CRL-size rows; ocsp: ocsp = leaf with a warm cache against CRLs only, and the cold-cache first connection)")
     parser.add_argument("--quick", action="store_true",
                         help="a short look: 1 rep of 3 s, 100 MB bulk, 2,000 idle connections, CRLs of 1 and 100,000")
     parser.add_argument("--reps", type=int)
