@@ -172,11 +172,19 @@ def test_updated_crl_at_the_url_bites_before_the_old_next_update(start_proxy, cd
     # The first CRL is due in 12 s: fetched again after half of that, at most.
     cdp["server"].files["/intermediate.crl"] = crl_bytes(cdp["pki"], [cdp["serials"]["revoked"]], next_update_seconds=12)
     proxy = start(start_proxy, cdp, backend)
-    assert round_trip(proxy.port, cdp["folder"], "later") == b"ping\n"
+    live = tls_connect(proxy.port, cdp["folder"], "later")
+    live.sendall(b"hi\n")
+    assert live.recv(10) == b"hi\n"
     cdp["server"].files["/intermediate.crl"] = crl_bytes(
         cdp["pki"], [cdp["serials"]["revoked"], cdp["serials"]["later"]], next_update_seconds=3600)
-    wait_until(lambda: "revoked" in refusal(proxy.port, cdp["folder"], "later").lower(), timeout=11, interval=0.5,
-               what="the new CRL to bite")
+    # The open connection goes (revoke_active), like for any new CRL in crl_dir...
+    proxy.wait_for_log(r"UID=cdp-later,.*end=revoked", timeout=11)
+    live.settimeout(5)
+    while live.recv(4096):  # to the close_notify; a timeout here means it stayed open
+        pass
+    live.close()
+    # ...and new handshakes are refused.
+    assert "revoked" in refusal(proxy.port, cdp["folder"], "later").lower()
 
 
 def test_server_down_keeps_the_crl_and_a_restart_uses_the_stored_file(start_proxy, cdp, backend):
