@@ -1,13 +1,13 @@
 /// One client, from accept to close: TLS handshake and verification, the optional
 /// directory check, the backend connect, the relay, and the close with its report.
 ///
-/// Phases: (readingProxyHeader) -> (awaitingStartTLS) -> handshaking -> (checkingDirectory) ->
+/// Phases: (readingProxyHeader) -> (awaitingStartTLS) -> handshaking -> (checkingRevocation) -> (checkingDirectory) ->
 /// connecting -> relaying -> closed, or -> lingering -> closed when the client is refused.
 /// No backend connection exists before the client's chain has been verified: nothing
 /// reaches the backend before that.
 /// Each phase sets `deadline` when it begins, and the one timer enforces it.
 final class ClientConnection: EventHandler {
-    enum Phase { case readingProxyHeader, awaitingStartTLS, handshaking, checkingDirectory, connecting, relaying, lingering, closed }
+    enum Phase { case readingProxyHeader, awaitingStartTLS, handshaking, checkingRevocation, checkingDirectory, connecting, relaying, lingering, closed }
 
     let id: UInt64
     let listener: ListenerRuntime
@@ -161,6 +161,10 @@ final class ClientConnection: EventHandler {
         chain = result.chain
         peerChain = peer
         for adoption in result.adoptions { listener.announce(adoption) }
+        if listener.config.revocation.crlFetch && CRLWait.mayWait(result.refusal, chain: peer, links: chain, listener: listener) {
+            awaitingCRL = true  // decided once the first download of its issuer's CRL ended
+            return true
+        }
         guard let reason = result.refusal else { return true }
         report.refusal = reason
         tls.sendAlert(reason)
@@ -176,8 +180,66 @@ final class ClientConnection: EventHandler {
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
         if listener.config.certMap == .subject { entryDN = report.identity?.subject }
+        if listener.config.revocation.ocsp != .off || awaitingCRL { return startRevocationCheck(now: now) }
         if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
+    }
+
+    // MARK: - Revocation services (OCSP)
+
+    /// Until when the OCSP answers this connection rests on hold (revoke_active asks again then).
+    private(set) var ocspUntil: Int?
+    /// crl_fetch: the chain lacked a CRL that is being downloaded for the first time.
+    private var awaitingCRL = false
+
+    /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say),
+    /// and, with crl_fetch, the first download of a missing CRL has ended.
+    private func startRevocationCheck(now: UInt64) {
+        guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
+        let ocsp = listener.config.revocation.ocsp != .off
+        enter(.checkingRevocation, until: now + (awaitingCRL ? CRLFetcher.firstWaitNanos : 0)
+            + (ocsp ? listener.config.revocation.ocspTimeoutNanos : 0) + 500_000_000)
+        if awaitingCRL {
+            awaitingCRL = false
+            return CRLWait.start(links: chain, listener: listener, loop: worker.loop) { [self] refusal in
+                guard phase == .checkingRevocation else { return }
+                if let refusal { return deny(refusal, detail: "no current CRL after waiting for its download") }
+                if ocsp { return startRevocationCheck(now: monotonicNanos()) }
+                revocationDecided(.pass(note: ""))
+            }
+        }
+        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
+            ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
+            revocationDecided(decision)
+        }
+    }
+
+    /// revoke_active: once the answers this connection rests on have expired, OCSP is
+    /// asked again; a fresh `revoked` closes it with a Notice of Disconnection. (No
+    /// usable answer leaves it open: what was checked at the handshake still stands.)
+    func recheckRevocation(now: Int) {
+        guard phase == .relaying, closing == nil, let until = ocspUntil, until <= now, let peerChain else { return }
+        ocspUntil = nil  // one re-check at a time
+        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [weak self] decision, until in
+            guard let self, self.phase == .relaying else { return }
+            self.ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(self.listener.config.revocation)
+            if case .refuse(.revoked, let detail) = decision {
+                self.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: detail + " (fresh OCSP answer)")
+            }
+        }
+    }
+
+    private func revocationDecided(_ decision: OCSPPolicy.Decision) {
+        guard phase == .checkingRevocation else { return }
+        switch decision {
+        case .pass(let note):
+            if !note.isEmpty { report.ocsp = note }
+            let now = monotonicNanos()
+            if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
+            connectBackend(now: now)
+        case .refuse(let reason, let detail):
+            deny(reason, detail: detail)
+        }
     }
 
     // MARK: - Directory
@@ -292,7 +354,7 @@ final class ClientConnection: EventHandler {
             case .relaying:
                 relay!.noteClientEvents(events)
                 relayed(relay!.pump())
-            case .checkingDirectory, .connecting, .closed: break
+            case .checkingRevocation, .checkingDirectory, .connecting, .closed: break
             }
         } else if let backend, fd == backend.raw {
             backend.noteEvents(events)
@@ -325,6 +387,10 @@ final class ClientConnection: EventHandler {
             handshakeYielded = false
             driveHandshake()
             if phase != .handshaking || handshakeYielded { return }
+        case .checkingRevocation where now >= deadline:
+            return revocationDecided(OCSPPolicy.decide([OCSPPolicy.Checked(
+                serial: report.identity?.serialHex ?? "", outcome: .failure(.unavailable("no OCSP answer in time")))],
+                policy: listener.config.revocation.ocspPolicy))
         case .checkingDirectory where now >= deadline:
             return directoryDecided(DirectoryGate.decision(.unavailable("the directory did not answer in time"), listener: listener,
                                                            peer: report.peer, subject: report.identity?.subject ?? ""))
@@ -392,6 +458,8 @@ final class ClientConnection: EventHandler {
     /// in flight to the client to finish, sends `notice` (a Notice of Disconnection),
     /// then closes. Nothing more from the client reaches the backend meanwhile.
     func closeWithNotice(_ notice: [UInt8], end: ConnectionEnd, detail: String) {
+        // Revoked while its OCSP or CRL check is pending: refused as at the handshake.
+        if phase == .checkingRevocation && end == .revoked { return deny(.revoked, detail: detail) }
         guard phase == .relaying, closing == nil, let relay else { return close(end, detail: detail) }
         closing = (end, detail, monotonicNanos() + Self.boundaryWaitNanos)
         timer.arm(at: closing!.deadline)
@@ -402,7 +470,7 @@ final class ClientConnection: EventHandler {
     /// descriptors closed, buffers back to the pool, and the report.
     func close(_ end: ConnectionEnd, detail: String? = nil) {
         guard phase != .closed else { return }
-        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory,
+        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory || phase == .checkingRevocation,
            relay?.closeNotifySent != true {
             _ = tls.finishWriting()  // best effort: never waits
         }

@@ -203,6 +203,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 self.forEachWorker { $0.closeRevoked(listener: listener, trust: trust) }
             }
             try reloader?.start()
+            CRLFetcher.shared.start(listeners)  // crl_fetch (a thread only when a listener has it)
         } catch {
             throw .system("cannot start: \(error)")
         }
