@@ -143,8 +143,9 @@ final class ClientLoginTests: XCTestCase {
     func testResponseHeadsFindTheMessageIDBeforeTheRestArrives() {
         let result = TestLDAP.searchResult(300, size: 1000)
         XCTAssertEqual(LDAPResponseHead.read(Array(result.prefix(2))), .incomplete)
-        guard case .message(let id, let length) = LDAPResponseHead.read(Array(result.prefix(12))) else { return XCTFail() }
+        guard case .message(let id, let tag, let length) = LDAPResponseHead.read(Array(result.prefix(12))) else { return XCTFail() }
         XCTAssertEqual(id, 300)
+        XCTAssertEqual(tag, 0x64, "SearchResultEntry")
         XCTAssertEqual(length, result.count - LDAPResponse.encode(id: 300, tag: 5, code: .success, diagnostic: "").count)
         XCTAssertEqual(LDAPResponseHead.read([0x31, 0x03, 0x02, 0x01, 0x01]), .notLDAP)
     }

@@ -149,4 +149,28 @@ final class MessageRelayTests: XCTestCase {
         XCTAssertEqual(TestLDAP.messages(in: backend.received)?.map { try! LDAPRequest(decoding: $0).messageID }, [1, 2, 3])
         relay.release()
     }
+
+    func testOnlyABindResponseAnswersTheProxysRebind() {
+        // A client that reuses its bind's messageID for a search: that search's result
+        // is not the answer to the proxy's bind, and goes on to the client.
+        let client = MemoryStream(), backend = MemoryStream()
+        let relay = Relay(client: client, backend: backend, pool: pool, requests: requests())
+        backend.incoming = LDAPResponse.encode(id: 1, tag: 1, code: .success, diagnostic: "")
+        client.incoming = TestLDAP.simpleBind(2, name: "cn=admin,dc=example,dc=com", password: "secret")
+        _ = pumpAll(relay, rounds: 5)
+        backend.incoming += LDAPResponse.encode(id: 2, tag: 1, code: .success, diagnostic: "")
+        _ = pumpAll(relay, rounds: 5)
+        client.incoming += TestLDAP.search(5) + TestLDAP.saslBind(5)
+        _ = pumpAll(relay, rounds: 5)
+        let searchDone = LDAPResponse.encode(id: 5, tag: 5, code: .success, diagnostic: "")
+        backend.incoming += searchDone
+        _ = pumpAll(relay, rounds: 5)
+        XCTAssertEqual(TestLDAP.messages(in: client.received)?.last, searchDone, "the search's result was taken as the bind's")
+        XCTAssertNotNil(relay.requests?.interceptedMessageID, "still waiting for the BindResponse")
+        backend.incoming += LDAPResponse.encode(id: 5, tag: 1, code: .success, diagnostic: "")
+        _ = pumpAll(relay, rounds: 5)
+        XCTAssertNil(relay.requests?.interceptedMessageID)
+        XCTAssertEqual(TestLDAP.messages(in: client.received)?.map { TestLDAP.result(of: $0).tag }, [1, 5, 1])
+        relay.release()
+    }
 }

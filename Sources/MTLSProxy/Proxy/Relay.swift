@@ -245,9 +245,12 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
             return .waitForBackend
         case .notLDAP:
             return .failed("the backend's answer is not LDAP")
-        case .message(let messageID, let length):
-            if messageID == requests.ownBindInProgress { requests.ownBindAnswered() }
-            guard messageID == requests.interceptedMessageID else { return .drain(upTo: length) }
+        case .message(let messageID, let operationTag, let length):
+            // Only a BindResponse answers a bind: another message of that ID (a misbehaving
+            // client's search under the same ID) goes on to the client.
+            let isBindResponse = operationTag == LDAPResponseHead.bindResponseTag
+            if isBindResponse && messageID == requests.ownBindInProgress { requests.ownBindAnswered() }
+            guard isBindResponse && messageID == requests.interceptedMessageID else { return .drain(upTo: length) }
             guard length <= toClient.count else {
                 if length > BufferPool.bufferSize { return .failed("the backend's bind response is \(length) bytes") }
                 return backendDone ? .failed("the backend closed within its bind response") : .waitForBackend
