@@ -242,3 +242,51 @@ def test_the_bundle_cas_distribution_points_are_fetched_at_start(start_proxy, pk
         assert "revoked" in refusal(port, pki, "revoked-root").lower()
     finally:
         server.stop()
+
+
+# --- Review findings: what must not get through the first-client CRL wait, what must
+# not feed the fetcher, what a download may not do. ---
+
+def intermediate_client(cdp, name, url=None, **kw):
+    """A client of the intermediate whose distribution point is `url` (default: the
+    server's /intermediate.crl)."""
+    inter, inter_key = pki_module.load(cdp["pki"], "intermediate-ca")
+    key = pki_module.new_key()
+    cert = pki_module.make_cert(pki_module.subject_for(f"cdp-{name}"), key, inter, inter_key,
+                                crl_url=url or cdp["server"].url("/intermediate.crl"), **kw)
+    pki_module.write_pem(os.path.join(cdp["folder"], f"{name}.pem"), cert, inter)
+    pki_module.write_key(os.path.join(cdp["folder"], f"{name}.key"), key)
+    return cert
+
+
+def stranger_client(cdp, name, url):
+    """A client of a CA nobody trusts whose distribution point names `url`."""
+    stranger, stranger_key = pki_module.load(cdp["pki"], "stranger-ca")
+    key = pki_module.new_key()
+    cert = pki_module.make_cert(pki_module.subject_for(name), key, stranger, stranger_key, crl_url=url)
+    pki_module.write_pem(os.path.join(cdp["folder"], f"{name}.pem"), cert, stranger)
+    pki_module.write_key(os.path.join(cdp["folder"], f"{name}.key"), key)
+
+
+def test_an_expired_first_client_is_refused_not_waited_through(start_proxy, cdp, backend):
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    intermediate_client(cdp, "expired", not_before=now - datetime.timedelta(days=30),
+                        not_after=now - datetime.timedelta(days=1))
+    proxy = start(start_proxy, cdp, backend)
+    # Refused at once (no CRL of its issuer yet: crl_missing comes first), not let
+    # through once the CRL arrives.
+    error = refusal(proxy.port, cdp["folder"], "expired")
+    assert "certificate unknown" in error.lower().replace("_", " "), error
+    proxy.wait_for_log(r"UID=cdp-expired,.*reason=crl_missing")
+    assert backend.accepted == 0
+
+
+def test_a_wrong_purpose_first_client_is_refused_not_waited_through(start_proxy, cdp, backend):
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    intermediate_client(cdp, "serverauth", eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+    proxy = start(start_proxy, cdp, backend)
+    error = refusal(proxy.port, cdp["folder"], "serverauth")
+    assert "certificate unknown" in error.lower().replace("_", " "), error
+    proxy.wait_for_log(r"UID=cdp-serverauth,.*reason=crl_missing")
+    assert backend.accepted == 0

@@ -161,8 +161,8 @@ final class ClientConnection: EventHandler {
         chain = result.chain
         peerChain = peer
         for adoption in result.adoptions { listener.announce(adoption) }
-        if listener.config.revocation.crlFetch && CRLWait.mayWait(result.refusal, chain: peer, links: chain, listener: listener) {
-            awaitingCRL = true  // decided once the first download of its issuer's CRL ended
+        if listener.config.revocation.crlFetch && CRLWait.mayWait(result, chain: peer, listener: listener) {
+            awaitingCRL = result.chainStatus  // decided once the first download of its issuer's CRL ended
             return true
         }
         guard let reason = result.refusal else { return true }
@@ -180,7 +180,7 @@ final class ClientConnection: EventHandler {
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
         if listener.config.certMap == .subject { entryDN = report.identity?.subject }
-        if listener.config.revocation.ocsp != .off || awaitingCRL { return startRevocationCheck(now: now) }
+        if listener.config.revocation.ocsp != .off || awaitingCRL != nil { return startRevocationCheck(now: now) }
         if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
     }
@@ -189,29 +189,44 @@ final class ClientConnection: EventHandler {
 
     /// Until when the OCSP answers this connection rests on hold (revoke_active asks again then).
     private(set) var ocspUntil: Int?
-    /// crl_fetch: the chain lacked a CRL that is being downloaded for the first time.
-    private var awaitingCRL = false
+    /// crl_fetch: the chain lacked a CRL that is being downloaded for the first time
+    /// (GnuTLS's status on the chain, to decide again once it is in).
+    private var awaitingCRL: UInt32?
 
     /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say),
     /// and, with crl_fetch, the first download of a missing CRL has ended.
     private func startRevocationCheck(now: UInt64) {
         guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
         let ocsp = listener.config.revocation.ocsp != .off
-        enter(.checkingRevocation, until: now + (awaitingCRL ? CRLFetcher.firstWaitNanos : 0)
+        enter(.checkingRevocation, until: now + (awaitingCRL != nil ? CRLFetcher.firstWaitNanos : 0)
             + (ocsp ? listener.config.revocation.ocspTimeoutNanos : 0) + 500_000_000)
-        if awaitingCRL {
-            awaitingCRL = false
-            return CRLWait.start(links: chain, listener: listener, loop: worker.loop) { [self] refusal in
-                guard phase == .checkingRevocation else { return }
-                if let refusal { return deny(refusal, detail: "no current CRL after waiting for its download") }
-                if ocsp { return startRevocationCheck(now: monotonicNanos()) }
-                revocationDecided(.pass(note: ""))
+        if let chainStatus = awaitingCRL {
+            awaitingCRL = nil
+            crlWaitStatus = chainStatus
+            return CRLWait.start(links: chain, chainStatus: chainStatus, listener: listener, loop: worker.loop) { [self] refusal in
+                crlWaitEnded(refusal)
             }
         }
         RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
             ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
             revocationDecided(decision)
         }
+    }
+
+    /// Set while the connection waits for a CRL's first download (the chain's status).
+    private var crlWaitStatus: UInt32?
+
+    /// The end of the CRL wait, from CRLWait or from the phase timer when its poll runs
+    /// late: either way the CRL verdict decides, never ocsp_policy. Then OCSP, if on.
+    private func crlWaitEnded(_ refusal: RefusalReason?) {
+        guard phase == .checkingRevocation, crlWaitStatus != nil else { return }
+        crlWaitStatus = nil
+        if let refusal {
+            return deny(refusal, detail: refusal == .revoked ? "revoked by the CRL downloaded for it"
+                                                             : "no current CRL after waiting for its download")
+        }
+        if listener.config.revocation.ocsp != .off { return startRevocationCheck(now: monotonicNanos()) }
+        revocationDecided(.pass(note: ""))
     }
 
     /// revoke_active: once the answers this connection rests on have expired, OCSP is
@@ -388,6 +403,9 @@ final class ClientConnection: EventHandler {
             driveHandshake()
             if phase != .handshaking || handshakeYielded { return }
         case .checkingRevocation where now >= deadline:
+            if let chainStatus = crlWaitStatus {
+                return crlWaitEnded(CRLWait.verdict(links: chain, chainStatus: chainStatus, listener: listener))
+            }
             return revocationDecided(OCSPPolicy.decide([OCSPPolicy.Checked(
                 serial: report.identity?.serialHex ?? "", outcome: .failure(.unavailable("no OCSP answer in time")))],
                 policy: listener.config.revocation.ocspPolicy))

@@ -6,12 +6,21 @@
 enum CRLWait {
     static let pollNanos: UInt64 = 50_000_000
 
-    /// Whether a refusal may wait: it is only `crl_missing`, and a first download of a
-    /// CRL for an issuer on the chain is under way (or was just asked for).
-    static func mayWait(_ refusal: RefusalReason?, chain: PeerChain, links: [ChainLink], listener: ListenerRuntime) -> Bool {
+    /// Whether a refusal may wait: the client is refused for want of a CRL and nothing
+    /// else (an expired or wrong-purpose certificate is refused at once), and a first
+    /// download of a CRL for an issuer on the chain is under way (or was just asked for).
+    static func mayWait(_ result: PeerVerifier.Result, chain: PeerChain, listener: ListenerRuntime) -> Bool {
         CRLFetcher.shared.note(chain: chain, listener: listener)
-        guard refusal == .crlMissing else { return false }
-        return CRLFetcher.shared.firstFetchPending(issuers: missing(links, listener: listener), listener: listener)
+        guard result.refusedForWantOfCRLOnly else { return false }
+        return CRLFetcher.shared.firstFetchPending(issuers: missing(result.chain, listener: listener), listener: listener)
+    }
+
+    /// The whole verdict again, against the CRLs loaded now: GnuTLS's status on the
+    /// chain as it was, and the CRL policy (strict when unset).
+    static func verdict(links: [ChainLink], chainStatus: UInt32, listener: ListenerRuntime) -> RefusalReason? {
+        let trust = listener.trust
+        return VerificationPolicy.decide(chainStatus: chainStatus, chain: links, crls: trust, policy: trust.crlPolicy ?? .strict,
+                                         now: wallClockSeconds())
     }
 
     static func missing(_ links: [ChainLink], listener: ListenerRuntime) -> [[UInt8]] {
@@ -19,9 +28,10 @@ enum CRLWait {
         return links.filter { trust.crl(for: $0.issuer) == nil }.map(\.issuer.name)
     }
 
-    /// Calls `done` on `loop` with the CRL policy's verdict once every CRL the chain
-    /// lacks is loaded, or its first download has ended, or the wait is over.
-    static func start(links: [ChainLink], listener: ListenerRuntime, loop: EventLoop, done: @escaping (RefusalReason?) -> Void) {
+    /// Calls `done` on `loop` with the verdict once every CRL the chain lacks is
+    /// loaded, or its first download has ended, or the wait is over.
+    static func start(links: [ChainLink], chainStatus: UInt32, listener: ListenerRuntime, loop: EventLoop,
+                      done: @escaping (RefusalReason?) -> Void) {
         let deadline = monotonicNanos() + CRLFetcher.firstWaitNanos
         var timer: LoopTimer?
         func check(_ now: UInt64) -> Bool {
@@ -30,9 +40,7 @@ enum CRLWait {
             // about 200 ms: give the reload that long before deciding.
             let settled = missing.isEmpty || CRLFetcher.shared.firstFetchesDone(issuers: missing, listener: listener, for: 300_000_000)
             guard settled || now >= deadline else { return false }
-            let trust = listener.trust
-            done(VerificationPolicy.revocationRefusal(chain: links, crls: trust, policy: trust.crlPolicy ?? .strict,
-                                                      now: wallClockSeconds()))
+            done(verdict(links: links, chainStatus: chainStatus, listener: listener))
             return true
         }
         if check(monotonicNanos()) { return }

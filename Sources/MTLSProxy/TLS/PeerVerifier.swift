@@ -22,6 +22,13 @@ enum PeerVerifier {
         var validUntil = 0
         /// CAs of the client's chain that became known signers in this verification.
         var adoptions: [ClientIssuers.Adoption] = []
+        /// GnuTLS's verdict on the chain (its status bits), kept so that the same
+        /// decision can be made again later (after waiting for a CRL).
+        var chainStatus: UInt32 = 0
+        /// The refusal is `crl_missing` and nothing else stands against the client: the
+        /// chain reached an anchor, no status bit refuses it, the allow-list permits it.
+        /// Only such a client may wait for its issuer's first CRL download (crl_fetch).
+        var refusedForWantOfCRLOnly = false
     }
 
     /// Verifies `chain`, the certificates the peer of `session` sent (GnuTLS's own
@@ -73,6 +80,11 @@ enum PeerVerifier {
         }
         var result = Result(identity: identity, refusal: refusal, peer: chain, chain: path.links)
         result.adoptions = adoptions
+        result.chainStatus = status
+        if refusal == .crlMissing, VerificationPolicy.refusal(forChainStatus: status) == nil {
+            // decide() reports a missing CRL before expiry or purpose: look at those too.
+            result.refusedForWantOfCRLOnly = trust.allowList.isEmpty || chain.leaf.map { trust.allowList.permits($0.names) } == true
+        }
         result.validUntil = validUntil(sent: sent.map(\.info), chain: path.links, trust: trust, now: now)
         return result
     }
