@@ -258,11 +258,15 @@ final class CRLFetcherScheduleTests: XCTestCase {
     }
 
     func testFileNamesAreStableVisibleAndDistinct() {
-        let a = CRLFetcher.fileName(for: HTTPURL("http://crl.example.com/ca/int.crl")!)
-        XCTAssertEqual(a, CRLFetcher.fileName(for: HTTPURL("http://crl.example.com/ca/int.crl")!))
+        let a = CRLFetcher.fileName(for: HTTPURL("http://crl.example.com/ca/int.crl")!, issuer: [1, 2])
+        XCTAssertEqual(a, CRLFetcher.fileName(for: HTTPURL("http://crl.example.com/ca/int.crl")!, issuer: [1, 2]))
         XCTAssertTrue(a.hasPrefix("fetched-crl_example_com_ca_int_crl-") && a.hasSuffix(".crl"), a)
         XCTAssertFalse(a.contains("/"))
         // Names that read alike still differ (the hash of the whole URL).
-        XCTAssertNotEqual(CRLFetcher.fileName(for: HTTPURL("http://x/a.b")!), CRLFetcher.fileName(for: HTTPURL("http://x/a_b")!))
+        XCTAssertNotEqual(CRLFetcher.fileName(for: HTTPURL("http://x/a.b")!, issuer: [1]),
+                          CRLFetcher.fileName(for: HTTPURL("http://x/a_b")!, issuer: [1]))
+        // One URL named by two issuers: two sources, two files.
+        XCTAssertNotEqual(CRLFetcher.fileName(for: HTTPURL("http://x/a")!, issuer: [1]),
+                          CRLFetcher.fileName(for: HTTPURL("http://x/a")!, issuer: [2]))
     }
 }

@@ -290,3 +290,29 @@ def test_a_wrong_purpose_first_client_is_refused_not_waited_through(start_proxy,
     assert "certificate unknown" in error.lower().replace("_", " "), error
     proxy.wait_for_log(r"UID=cdp-serverauth,.*reason=crl_missing")
     assert backend.accepted == 0
+
+
+def test_an_untrusted_client_naming_the_real_url_does_not_poison_it(start_proxy, cdp, backend):
+    """A client of a stranger CA names the genuine distribution point first: its issuer
+    must not become the URL's expected one (the genuine CRL would be refused)."""
+    stranger_client(cdp, "poisoner", cdp["server"].url("/intermediate.crl"))
+    proxy = start(start_proxy, cdp, backend)
+    assert "unknown ca" in refusal(proxy.port, cdp["folder"], "poisoner").lower().replace("_", " ")
+    assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
+    assert "revoked" in refusal(proxy.port, cdp["folder"], "revoked").lower()
+
+
+def test_an_untrusted_client_makes_the_proxy_fetch_nothing(start_proxy, cdp, backend):
+    """No outbound GET to a URL named by a certificate no trusted CA signed."""
+    other = CRLServer()
+    try:
+        stranger_client(cdp, "ssrf", other.url("/internal/admin"))
+        proxy = start(start_proxy, cdp, backend)
+        assert "unknown ca" in refusal(proxy.port, cdp["folder"], "ssrf").lower().replace("_", " ")
+        # A trusted client's download afterwards: the fetcher went through what it had.
+        assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
+        proxy.wait_for_log("CRL fetched")
+        assert other.gets == 0
+        assert not proxy.log_lines("internal/admin")
+    finally:
+        other.stop()

@@ -25,6 +25,10 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
     static let minIntervalSeconds = 5
     static let maxIntervalSeconds = 3600
     static let maxBackoffSeconds = 300
+    static let maxSources = 1000
+    /// A source no client chain named for this long (and that no bundle CA names) goes.
+    static let unusedSeconds = 7 * 86400
+    static let renoteSeconds = 3600
     /// How long the first client of an issuer whose CRL is being fetched for the first
     /// time may wait for it (the download itself goes on up to its own timeout).
     static let firstWaitNanos: UInt64 = 5_000_000_000
@@ -44,10 +48,14 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
         /// When the first download ended (monotonic).
         var firstEnded: UInt64 = 0
         var lastError: String?
+        /// A CA of the bundle names it (kept as long as it does).
+        var fromBundle = false
+        /// When a verified client chain last named it (wall clock).
+        var lastUsed = 0
     }
 
     private let sources = Mutex<[String: Source]>([:])
-    private let seenChains = Mutex<Set<[UInt8]>>([])
+    private let seenChains = Mutex<[[UInt8]: Int]>([:])
     private var listeners: [ListenerRuntime] = []
     private var generations: [ObjectIdentifier: UInt64] = [:]
     private var wakeFD: Int32 = -1
@@ -64,19 +72,26 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
 
     // MARK: - What to fetch
 
-    /// A client chain verified (or refused for want of a CRL): the distribution points
-    /// of its certificates. Each chain is read once.
-    func note(chain: PeerChain, listener: ListenerRuntime) {
-        guard listener.config.revocation.crlFetch, listener.config.crlDir != nil else { return }
+    /// A client chain that reached a trust anchor: the distribution points of the
+    /// certificates on that path (`path`, DER), and of nothing else the client sent (an
+    /// unverified certificate could name any URL: the proxy would fetch it, and record
+    /// a stranger as the issuer expected there). Each chain is read once an hour (which
+    /// also tells the sources it names that they are still in use).
+    func note(chain: PeerChain, path: [[UInt8]], listener: ListenerRuntime) {
+        guard listener.config.revocation.crlFetch, listener.config.crlDir != nil, !path.isEmpty else { return }
+        let now = wallClockSeconds()
         let fresh = seenChains.withLock { seen -> Bool in
+            if let last = seen[chain.cacheKey], now - last < Self.renoteSeconds { return false }
             if seen.count >= 10_000 { seen.removeAll() }
-            return seen.insert(chain.cacheKey).inserted
+            seen[chain.cacheKey] = now
+            return true
         }
         guard fresh else { return }
         var added = false
-        for cert in chain.certificates {
-            for url in DistributionPoints.urls(certificate: cert.der) {
-                added = add(url, issuer: cert.info.rawIssuer, listener: listener) || added
+        for der in path {
+            guard let info = X509List.withCertificate(der: der, CertificateInfo.init) else { continue }
+            for url in DistributionPoints.urls(certificate: der) {
+                added = add(url, issuer: info.rawIssuer, listener: listener, now: now) || added
             }
         }
         if added { wake() }
@@ -105,29 +120,65 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
     private func noteBundle(_ listener: ListenerRuntime) {
         let trust = listener.trust
         generations[ObjectIdentifier(listener)] = trust.generation
-        for (subject, der) in trust.caDERBySubject {
-            _ = subject
+        var named: Set<String> = []
+        for der in trust.caDERBySubject.values {
             guard let info = X509List.withCertificate(der: der, CertificateInfo.init), !info.isSelfIssued else { continue }
-            for url in DistributionPoints.urls(certificate: der) { _ = add(url, issuer: info.rawIssuer, listener: listener) }
+            for url in DistributionPoints.urls(certificate: der) {
+                add(url, issuer: info.rawIssuer, listener: listener, now: wallClockSeconds(), fromBundle: true)
+                if let parsed = HTTPURL(url) { named.insert(Self.key(listener, parsed, issuer: info.rawIssuer)) }
+            }
+        }
+        // A CA that left the bundle no longer keeps its source.
+        sources.withLock { sources in
+            for (key, source) in sources where source.listener === listener && source.fromBundle && !named.contains(key) {
+                sources[key]?.fromBundle = false
+            }
         }
     }
 
+    private static func key(_ listener: ListenerRuntime, _ url: HTTPURL, issuer: [UInt8]) -> String {
+        listener.name + " " + url.description + " " + issuer.map { String($0, radix: 16) }.joined(separator: ".")
+    }
+
+    /// Sources are keyed by URL and expected issuer: two CAs naming one URL are two
+    /// sources (each download must be its own issuer's CRL). When full, the source
+    /// unused the longest gives way.
     @discardableResult
-    private func add(_ text: String, issuer: [UInt8], listener: ListenerRuntime) -> Bool {
+    private func add(_ text: String, issuer: [UInt8], listener: ListenerRuntime, now: Int, fromBundle: Bool = false) -> Bool {
         guard let url = HTTPURL(text), let dir = listener.config.crlDir else { return false }
-        let key = listener.name + " " + url.description
+        let key = Self.key(listener, url, issuer: issuer)
         return sources.withLock { sources in
-            guard sources[key] == nil, sources.count < 1000 else { return false }
-            sources[key] = Source(url: url, issuer: issuer, listener: listener, file: dir + "/" + Self.fileName(for: url))
+            if sources[key] != nil {
+                sources[key]!.lastUsed = now
+                if fromBundle { sources[key]!.fromBundle = true }
+                return false
+            }
+            Self.prune(&sources, now: now)
+            if sources.count >= Self.maxSources {
+                guard let oldest = sources.filter({ !$0.value.fromBundle }).min(by: { $0.value.lastUsed < $1.value.lastUsed }) else {
+                    return false
+                }
+                sources[oldest.key] = nil
+            }
+            var source = Source(url: url, issuer: issuer, listener: listener, file: dir + "/" + Self.fileName(for: url, issuer: issuer))
+            source.fromBundle = fromBundle
+            source.lastUsed = now
+            sources[key] = source
             return true
         }
     }
 
+    /// Drops the sources neither the bundle nor any client chain named for a week.
+    private static func prune(_ sources: inout [String: Source], now: Int) {
+        for (key, source) in sources where !source.fromBundle && now - source.lastUsed > unusedSeconds { sources[key] = nil }
+    }
+
     /// `fetched-HOST-PATH-HASH.crl`: its own name, stable across restarts, never hidden
-    /// (the folder scan skips hidden files), unlike any a CA tool would write.
-    static func fileName(for url: HTTPURL) -> String {
+    /// (the folder scan skips hidden files), unlike any a CA tool would write. The hash
+    /// covers the URL and the expected issuer.
+    static func fileName(for url: HTTPURL, issuer: [UInt8]) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in url.description.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        for byte in Array(url.description.utf8) + [0] + issuer { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         let readable = String((url.host + url.path).map { $0.isLetter || $0.isNumber ? $0 : "_" }.prefix(60))
         return "fetched-\(readable)-\(String(hash, radix: 16)).crl"
     }
@@ -146,7 +197,10 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
                 noteBundle(listener)
             }
             let now = wallClockSeconds()
-            let due = sources.withLock { $0.filter { $0.value.nextFetch <= now }.map(\.key) }
+            let due = sources.withLock { sources in
+                Self.prune(&sources, now: now)
+                return sources.filter { $0.value.nextFetch <= now }.map(\.key)
+            }
             for key in due { fetch(key) }
             let next = sources.withLock { $0.values.map(\.nextFetch).min() } ?? Int.max
             // At least once a second: a reload may have brought CAs with new URLs.
@@ -193,7 +247,13 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
         }
         if !source.attempted { source.firstEnded = monotonicNanos() }
         source.attempted = true
-        sources.withLock { $0[key] = source }
+        sources.withLock { sources in
+            // Noted meanwhile (lastUsed, fromBundle) or pruned: what the fetch did not decide stays.
+            guard let current = sources[key] else { return }
+            source.lastUsed = current.lastUsed
+            source.fromBundle = current.fromBundle
+            sources[key] = source
+        }
     }
 
     private func fail(_ source: inout Source, _ why: String, now: Int) {

@@ -10,7 +10,7 @@ enum CRLWait {
     /// else (an expired or wrong-purpose certificate is refused at once), and a first
     /// download of a CRL for an issuer on the chain is under way (or was just asked for).
     static func mayWait(_ result: PeerVerifier.Result, chain: PeerChain, listener: ListenerRuntime) -> Bool {
-        CRLFetcher.shared.note(chain: chain, listener: listener)
+        CRLFetcher.shared.note(chain: chain, path: result.verifiedPath, listener: listener)
         guard result.refusedForWantOfCRLOnly else { return false }
         return CRLFetcher.shared.firstFetchPending(issuers: missing(result.chain, listener: listener), listener: listener)
     }

@@ -29,6 +29,10 @@ enum PeerVerifier {
         /// chain reached an anchor, no status bit refuses it, the allow-list permits it.
         /// Only such a client may wait for its issuer's first CRL download (crl_fetch).
         var refusedForWantOfCRLOnly = false
+        /// The certificates (DER) on the path that reached a trust anchor, leaf first, the
+        /// bundle's own CAs left out; empty when the chain reached none. Only these may
+        /// name distribution points to fetch: anything else the client sent is unchecked.
+        var verifiedPath: [[UInt8]] = []
     }
 
     /// Verifies `chain`, the certificates the peer of `session` sent (GnuTLS's own
@@ -81,6 +85,9 @@ enum PeerVerifier {
         var result = Result(identity: identity, refusal: refusal, peer: chain, chain: path.links)
         result.adoptions = adoptions
         result.chainStatus = status
+        if path.anchored, status & ChainPath.untrustedBits == 0 {
+            result.verifiedPath = [sent[0].der] + path.caFromClient.map(\.der)
+        }
         if refusal == .crlMissing, VerificationPolicy.refusal(forChainStatus: status) == nil {
             // decide() reports a missing CRL before expiry or purpose: look at those too.
             result.refusedForWantOfCRLOnly = trust.allowList.isEmpty || chain.leaf.map { trust.allowList.permits($0.names) } == true
