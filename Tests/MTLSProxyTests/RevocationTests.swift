@@ -131,7 +131,10 @@ final class OCSPCacheTests: XCTestCase {
 
     func testAnswersExpireAtNextUpdateOrMaxAge() {
         XCTAssertEqual(OCSPCache.expiry(of: OCSPAnswer(status: .good, thisUpdate: 0, nextUpdate: 1500), now: 1000, maxAgeSeconds: 3600), 1500)
-        XCTAssertEqual(OCSPCache.expiry(of: OCSPAnswer(status: .good, thisUpdate: 0, nextUpdate: nil), now: 1000, maxAgeSeconds: 60), 1060)
+        XCTAssertEqual(OCSPCache.expiry(of: OCSPAnswer(status: .good, thisUpdate: 990, nextUpdate: nil), now: 1000, maxAgeSeconds: 60), 1060)
+        // Without nextUpdate, ocsp_max_age counts from thisUpdate (plus the skew) too.
+        XCTAssertEqual(OCSPCache.expiry(of: OCSPAnswer(status: .good, thisUpdate: 0, nextUpdate: nil), now: 1000, maxAgeSeconds: 60),
+                       60 + OCSPMessage.skewSeconds)
         let cache = OCSPCache()
         _ = cache.lookup(key, now: 1000, waiter: { _ in })
         cache.complete(key, outcome: .success(OCSPAnswer(status: .revoked, thisUpdate: 0, nextUpdate: 1500)), now: 1000, maxAgeSeconds: 3600)

@@ -183,15 +183,19 @@ def forward_to(url):
     return handler
 
 
+NO_NEXT_UPDATE = "none"
+
+
 def made_answer(opki, about, signer_cert, signer_key, status=ocsp.OCSPCertStatus.GOOD, this_update=None,
-                next_update=None):
+                next_update=None, issuer=None):
     """The DER of an OCSP answer about certificate `about`, made with Python's
-    cryptography: any dates, any signer."""
+    cryptography: any dates (next_update=NO_NEXT_UPDATE: none), any signer, and the
+    CertID's issuer name and key hashes those of `issuer` (default: the real one)."""
     now = datetime.datetime.now(UTC)
     builder = ocsp.OCSPResponseBuilder().add_response(
-        cert=about, issuer=opki.inter, algorithm=hashes.SHA1(), cert_status=status,
+        cert=about, issuer=issuer or opki.inter, algorithm=hashes.SHA1(), cert_status=status,
         this_update=this_update or now - datetime.timedelta(minutes=1),
-        next_update=next_update or now + datetime.timedelta(hours=1),
+        next_update=None if next_update == NO_NEXT_UPDATE else next_update or now + datetime.timedelta(hours=1),
         revocation_time=now - datetime.timedelta(hours=1) if status == ocsp.OCSPCertStatus.REVOKED else None,
         revocation_reason=None,
     ).responder_id(ocsp.OCSPResponderEncoding.HASH, signer_cert)

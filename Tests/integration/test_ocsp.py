@@ -205,6 +205,32 @@ def test_answer_about_another_serial_is_refused(start_proxy, opki, backend):
         front.stop()
 
 
+def test_old_answer_without_next_update_is_stale(start_proxy, opki, backend):
+    """An answer without nextUpdate (openssl ocsp without -nmin/-ndays) is good for
+    ocsp_max_age after its thisUpdate: a `good` captured 400 days ago and replayed after
+    the certificate was revoked does not pass."""
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    front = made_front(opki, about=opki.cert("revoked"), this_update=now - datetime.timedelta(days=400),
+                       next_update=ocsp_fixture.NO_NEXT_UPDATE)
+    try:
+        proxy = start(start_proxy, opki, backend, ocsp_responder=front.url)
+        refused_with(proxy, opki, "revoked", "certificate unknown", "ocsp_unavailable")
+        proxy.wait_for_log("thisUpdate .* is older than ocsp_max_age")
+    finally:
+        front.stop()
+
+
+def test_recent_answer_without_next_update_passes(start_proxy, opki, backend):
+    """The control: without nextUpdate, but made a minute ago."""
+    front = made_front(opki, about=opki.cert("good"), next_update=ocsp_fixture.NO_NEXT_UPDATE)
+    try:
+        proxy = start(start_proxy, opki, backend, ocsp_responder=front.url)
+        assert round_trip(proxy.port, opki.folder, "good") == b"ping\n"
+    finally:
+        front.stop()
+
+
 def test_made_answer_good_passes(start_proxy, opki, backend):
     """The control of the made-answer cases: the same server with a right answer passes."""
     front = made_front(opki, about=opki.cert("good"))

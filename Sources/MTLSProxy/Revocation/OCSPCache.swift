@@ -84,9 +84,13 @@ final class OCSPCache: Sendable {
     }
 
     /// Until when an answer may be used: its nextUpdate, and `maxAge` after now at most.
+    /// Without nextUpdate, also `maxAge` after its thisUpdate (plus the clock skew
+    /// allowed): an answer made long ago is not made current by being fetched now.
     static func expiry(of answer: OCSPAnswer, now: Int, maxAgeSeconds: Int) -> Int {
         let cap = now + maxAgeSeconds
-        guard let next = answer.nextUpdate else { return cap }
+        guard let next = answer.nextUpdate else {
+            return min(cap, answer.thisUpdate + maxAgeSeconds + OCSPMessage.skewSeconds)
+        }
         return min(next, cap)
     }
 

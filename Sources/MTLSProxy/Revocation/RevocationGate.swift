@@ -69,7 +69,7 @@ enum RevocationGate {
                 outcome = .failure(.unavailable("\(url): HTTP \(response.status)"))
             case .success(let response):
                 outcome = OCSPMessage.verify(response: response.body, certificate: pair.subject, issuer: pair.issuer,
-                                             now: wallClockSeconds())
+                                             now: wallClockSeconds(), maxAgeSeconds: maxAge)
             }
             listener.metrics.ocsp.record(outcome, seconds: Double(monotonicNanos() - started) / 1e9)
             OCSPResponderHealth.shared.record(url.description, outcome: outcome, at: wallClockSeconds())

@@ -34,11 +34,14 @@ enum OCSPMessage {
     }
 
     /// Checks an answer to the request about `certificate`. Returns the answer, or why
-    /// it cannot be used.
-    static func verify(response: [UInt8], certificate: [UInt8], issuer: [UInt8], now: Int) -> Result<OCSPAnswer, OCSPFailure> {
+    /// it cannot be used. An answer without nextUpdate is current for `maxAgeSeconds`
+    /// (ocsp_max_age) after its thisUpdate: otherwise a `good` captured once could be
+    /// replayed for ever (no nonce is asked for).
+    static func verify(response: [UInt8], certificate: [UInt8], issuer: [UInt8], now: Int,
+                       maxAgeSeconds: Int) -> Result<OCSPAnswer, OCSPFailure> {
         let result: Result<OCSPAnswer, OCSPFailure>? = withRequest(certificate: certificate, issuer: issuer) { request in
             X509List.withCertificate(der: issuer) { issuerCert in
-                verify(response: response, request: request, issuer: issuerCert, now: now)
+                verify(response: response, request: request, issuer: issuerCert, now: now, maxAgeSeconds: maxAgeSeconds)
             } ?? .failure(.malformed("the issuer certificate does not import"))
         }
         return result ?? .failure(.malformed("the certificate or its issuer does not import"))
@@ -72,7 +75,7 @@ enum OCSPMessage {
     }
 
     private static func verify(response bytes: [UInt8], request: gnutls_ocsp_req_t, issuer: gnutls_x509_crt_t,
-                               now: Int) -> Result<OCSPAnswer, OCSPFailure> {
+                               now: Int, maxAgeSeconds: Int) -> Result<OCSPAnswer, OCSPFailure> {
         var response: gnutls_ocsp_resp_t?
         guard gnutls_ocsp_resp_init(&response) == 0, let response else { return .failure(.malformed("out of memory")) }
         defer { gnutls_ocsp_resp_deinit(response) }
@@ -119,6 +122,10 @@ enum OCSPMessage {
             }
             if let next, next < now - skewSeconds {
                 return .failure(.stale("nextUpdate \(Timestamp.iso8601(next)) has passed"))
+            }
+            if next == nil, Int(thisUpdate) < now - maxAgeSeconds - skewSeconds {
+                return .failure(.stale("thisUpdate \(Timestamp.iso8601(Int(thisUpdate))) is older than ocsp_max_age"
+                    + " (\(maxAgeSeconds)s) and the answer gives no nextUpdate"))
             }
             let answer: OCSPStatus
             switch certStatus {
