@@ -316,3 +316,22 @@ def test_an_untrusted_client_makes_the_proxy_fetch_nothing(start_proxy, cdp, bac
         assert not proxy.log_lines("internal/admin")
     finally:
         other.stop()
+
+
+def test_an_older_crl_at_the_url_does_not_replace_a_newer_one(start_proxy, cdp, backend):
+    import datetime
+    inter, inter_key = pki_module.load(cdp["pki"], "intermediate-ca")
+    s = cdp["serials"]
+    newer = pki_module.make_crl(inter, inter_key, [s["revoked"], s["later"]], next_update_seconds=12, number=2)
+    older = pki_module.make_crl(inter, inter_key, [s["revoked"]], next_update_seconds=7 * 86400, number=1,
+                                this_update=datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1))
+    cdp["server"].files["/intermediate.crl"] = newer.public_bytes(serialization.Encoding.DER)
+    proxy = start(start_proxy, cdp, backend)
+    assert round_trip(proxy.port, cdp["folder"], "good") == b"ping\n"
+    assert "revoked" in refusal(proxy.port, cdp["folder"], "later").lower()
+    stored = open(os.path.join(cdp["crl_dir"], fetched_files(cdp)[0]), "rb").read()
+    # Someone on the path replays the older CRL, still within its own validity.
+    cdp["server"].files["/intermediate.crl"] = older.public_bytes(serialization.Encoding.DER)
+    proxy.wait_for_log("CRL download failed.*older than the one loaded", timeout=15)
+    assert open(os.path.join(cdp["crl_dir"], fetched_files(cdp)[0]), "rb").read() == stored
+    assert "revoked" in refusal(proxy.port, cdp["folder"], "later").lower()

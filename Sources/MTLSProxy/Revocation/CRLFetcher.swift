@@ -277,7 +277,8 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
     }
 
     /// The download must hold exactly CRLs that parse, of the expected issuer, signed by
-    /// a CA this listener trusts (the bundle's, or one a verified client chain brought).
+    /// a CA this listener trusts (the bundle's, or one a verified client chain brought),
+    /// none older than the CRL of its issuer loaded now (the same or a newer one only).
     private func accept(_ bytes: [UInt8], source: Source) -> Result<Int?, OCSPFailure> {
         let documents = CRLFile.documents(in: bytes)
         guard !documents.isEmpty else { return .failure(.malformed("not a CRL")) }
@@ -299,9 +300,21 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
                 } ?? false
             }
             guard signed else { return .failure(.malformed("not signed by the trusted CA it names")) }
+            // An older CRL, even a validly signed one still within its dates, would undo
+            // the revocations of the newer one loaded (someone on the path replaying it).
+            let downloaded = CRLInfo(crl, file: source.file)
+            if let loaded = trust.crl(for: downloaded.issuerKey), loaded.issuerKey.name == crl.issuerName,
+               loaded.supersedes(downloaded) {
+                return .failure(.malformed("older than the one loaded (\(Self.describe(downloaded)) against \(Self.describe(loaded)))"))
+            }
             nextUpdate = crl.nextUpdate.map { min($0, nextUpdate ?? $0) } ?? nextUpdate
         }
         return .success(nextUpdate)
+    }
+
+    private static func describe(_ crl: CRLInfo) -> String {
+        if let number = crl.number { return "number " + SerialNumber(number).description }
+        return "thisUpdate " + Timestamp.iso8601(crl.thisUpdate)
     }
 
     /// Atomically: a temporary hidden name (the folder scan skips it), then a rename.
