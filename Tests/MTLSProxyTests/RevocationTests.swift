@@ -64,6 +64,51 @@ final class HTTPReplyParserTests: XCTestCase {
         }
     }
 
+    func testChunkedTrailersAreBounded() {
+        // The body ends, then trailer lines that never end: over the header limit, the
+        // answer is invalid (it was "incomplete" for ever before).
+        let line = "x-pad: " + String(repeating: "a", count: 1000) + "\r\n"
+        let flood = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + String(repeating: line, count: 20)
+        guard case .invalid(let why) = parse(flood) else { return XCTFail("endless trailers accepted as incomplete") }
+        XCTAssertTrue(why.contains("trailers"), why)
+        // One endless trailer line, without a CRLF, too.
+        let long = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nx: " + String(repeating: "a", count: 20_000)
+        if case .invalid = parse(long) {} else { XCTFail("an endless trailer line") }
+        // A few trailers are fine.
+        XCTAssertEqual(body(parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n" + line + "\r\n")), "a")
+    }
+
+    func testFedByteByByteSaysWhatTheWholeSays() {
+        let texts = [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nTrailer: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n",
+        ]
+        for text in texts {
+            let whole = parse(text)
+            var reader = HTTPReplyReader(maxBody: 1024)
+            var last = HTTPReplyParser.Outcome.incomplete
+            for byte in text.utf8 { last = reader.feed([byte], closed: false) }
+            XCTAssertEqual(last, whole, text)
+            // A verdict never changes once reached.
+            XCTAssertEqual(reader.feed(Array("more".utf8), closed: true), whole)
+        }
+    }
+
+    func testAllTheBytesReceivedAreBounded() {
+        // Tiny chunks: framing many times the body. The reader stops at rawLimit.
+        var reader = HTTPReplyReader(maxBody: 1024)
+        var outcome = reader.feed(Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".utf8), closed: false)
+        var sent = 0
+        while outcome == .incomplete && sent < 10 * reader.rawLimit {
+            let piece = Array(("1;" + String(repeating: "e", count: 50) + "\r\nx\r\n").utf8)
+            outcome = reader.feed(piece, closed: false)
+            sent += piece.count
+        }
+        guard case .invalid = outcome else { return XCTFail("never stopped: \(outcome)") }
+        XCTAssertLessThanOrEqual(sent, reader.rawLimit + 64)
+    }
+
     func testNoBodyStatuses() {
         XCTAssertEqual(body(parse("HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n")), "")
     }

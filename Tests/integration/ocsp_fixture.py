@@ -331,3 +331,44 @@ class _Responder:
         self.process.terminate()
         self.process.wait(10)
         self.log.close()
+
+
+class TrailerFlood:
+    """An HTTP server whose chunked answer ends its body, then sends trailer lines for
+    ever (until the client goes or 60 s pass)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.running = True
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._flood, args=(conn,), daemon=True).start()
+
+    def _flood(self, conn):
+        started = time.monotonic()
+        try:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+            block = (b"x-pad: " + b"a" * 1000 + b"\r\n") * 200
+            while self.running and time.monotonic() - started < 60:
+                conn.sendall(block)
+                time.sleep(0.05)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.running = False
+        self.sock.close()

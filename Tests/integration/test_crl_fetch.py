@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+import ocsp_fixture
 import pki as pki_module
 from helpers import free_port, proxy_config, refusal, round_trip, tls_connect, wait_until
 
@@ -335,3 +336,16 @@ def test_an_older_crl_at_the_url_does_not_replace_a_newer_one(start_proxy, cdp, 
     proxy.wait_for_log("CRL download failed.*older than the one loaded", timeout=15)
     assert open(os.path.join(cdp["crl_dir"], fetched_files(cdp)[0]), "rb").read() == stored
     assert "revoked" in refusal(proxy.port, cdp["folder"], "later").lower()
+
+
+def test_endless_chunked_trailers_end_the_download(start_proxy, cdp, backend):
+    """The download's size limit holds for trailers too: the fetch fails, it does not
+    hold the fetch thread."""
+    flood = ocsp_fixture.TrailerFlood()
+    try:
+        intermediate_client(cdp, "flooded", url=f"http://127.0.0.1:{flood.port}/x.crl")
+        proxy = start(start_proxy, cdp, backend)
+        refusal(proxy.port, cdp["folder"], "flooded")
+        proxy.wait_for_log(rf"CRL download failed.*127.0.0.1:{flood.port}/x.crl.*trailer", timeout=15)
+    finally:
+        flood.stop()

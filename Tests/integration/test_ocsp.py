@@ -251,6 +251,18 @@ def test_http_error_from_the_responder_refuses(start_proxy, opki, backend):
         front.stop()
 
 
+def test_endless_chunked_trailers_end_the_exchange(start_proxy, opki, backend):
+    """A responder that never stops sending (trailer lines after the last chunk) meets
+    the size limit and is done with at once: not read on until ocsp_timeout."""
+    flood = ocsp_fixture.TrailerFlood()
+    try:
+        proxy = start(start_proxy, opki, backend, ocsp_responder=f"http://127.0.0.1:{flood.port}/", ocsp_timeout="30s")
+        refused_with(proxy, opki, "good", "certificate unknown", "ocsp_unavailable")
+        proxy.wait_for_log("OCSP answer unusable.*chunked trailers over")
+    finally:
+        flood.stop()
+
+
 def test_cached_answer_is_used_without_a_second_request(start_proxy, opki, responder, backend):
     front = ocsp_fixture.HTTPResponderFront(ocsp_fixture.forward_to(responder.url))
     health = free_port()

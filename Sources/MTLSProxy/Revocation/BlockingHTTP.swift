@@ -31,18 +31,22 @@ enum BlockingHTTP {
             case .closed, .failed(_): return .failure(.unavailable("\(url): the server closed the connection"))
             }
         }
-        var input: [UInt8] = []
+        var reader = HTTPReplyReader(maxBody: maxBody)
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
+            // Every round, not only when a read would block: a server that never stops
+            // sending must meet the deadline too.
+            guard monotonicNanos() < deadline else { return .failure(.unavailable("\(url): no complete answer within the timeout")) }
             var closed = false
+            var received: ArraySlice<UInt8> = []
             switch socket.receive(into: &chunk) {
-            case .processed(let n): input += chunk[0..<n]
+            case .processed(let n): received = chunk[0..<n]
             case .wouldBlock:
                 guard wait(Int16(POLLIN)) else { return .failure(.unavailable("\(url): no complete answer within the timeout")) }
                 continue
             case .closed, .failed(_): closed = true
             }
-            switch HTTPReplyParser.parse(input, closed: closed, maxBody: maxBody) {
+            switch reader.feed(received, closed: closed) {
             case .incomplete: if closed { return .failure(.unavailable("\(url): the server closed mid-response")) }
             case .invalid(let why): return .failure(.unavailable("\(url): \(why)"))
             case .complete(let reply): return .success(reply)

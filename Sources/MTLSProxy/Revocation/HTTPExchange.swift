@@ -9,8 +9,7 @@ final class HTTPExchange: EventHandler {
     private unowned let loop: EventLoop
     private let url: HTTPURL
     private var output: [UInt8]
-    private var input: [UInt8] = []
-    private let maxBody: Int
+    private var reader: HTTPReplyReader
     private var done: ((Result<HTTPReply, OCSPFailure>) -> Void)?
     private var socket: Descriptor?
     private var connected = false
@@ -21,7 +20,7 @@ final class HTTPExchange: EventHandler {
         self.loop = loop
         self.url = url
         output = request
-        self.maxBody = maxBody
+        reader = HTTPReplyReader(maxBody: maxBody)
         self.done = done
     }
 
@@ -70,22 +69,21 @@ final class HTTPExchange: EventHandler {
             }
         }
         var chunk = [UInt8](repeating: 0, count: 16384)
-        var closed = false
-        reading: while true {
+        while done != nil {
+            var closed = false
+            var received: ArraySlice<UInt8> = []
             switch socket.receive(into: &chunk) {
-            case .processed(let n):
-                input += chunk[0..<n]
-                if input.count > maxBody + HTTPReplyParser.maxHeaderBytes + 1024 { break reading }
-            case .wouldBlock: break reading
-            case .closed, .failed(_):
-                closed = true
-                break reading
+            case .processed(let n): received = chunk[0..<n]
+            case .wouldBlock: return
+            case .closed, .failed(_): closed = true
             }
-        }
-        switch HTTPReplyParser.parse(input, closed: closed, maxBody: maxBody) {
-        case .incomplete: if closed { finish(.failure(.unavailable("\(url): the server closed mid-response"))) }
-        case .invalid(let why): finish(.failure(.unavailable("\(url): \(why)")))
-        case .complete(let response): finish(.success(response))
+            // Each read is fed as it comes: a verdict (complete, or over a limit) ends the
+            // exchange at once, whatever the server still sends.
+            switch reader.feed(received, closed: closed) {
+            case .incomplete: if closed { return finish(.failure(.unavailable("\(url): the server closed mid-response"))) }
+            case .invalid(let why): return finish(.failure(.unavailable("\(url): \(why)")))
+            case .complete(let response): return finish(.success(response))
+            }
         }
     }
 

@@ -79,8 +79,94 @@ package enum HTTPReplyParser {
 
     package static let maxHeaderBytes = 16 * 1024
 
+    /// The whole input at once (what the reader says after being fed all of it).
     package static func parse(_ input: [UInt8], closed: Bool, maxBody: Int) -> Outcome {
-        guard let headEnd = find([13, 10, 13, 10], in: input, from: 0) else {
+        var reader = HTTPReplyReader(maxBody: maxBody)
+        return reader.feed(input, closed: closed)
+    }
+
+    static func find<C: RandomAccessCollection>(_ needle: [UInt8], in haystack: C, from start: C.Index) -> C.Index?
+    where C.Element == UInt8, C.Index == Int {
+        guard haystack.endIndex - start >= needle.count else { return nil }
+        var i = start
+        while i + needle.count <= haystack.endIndex {
+            if haystack[i] == needle[0] {
+                var match = true
+                for j in 1..<needle.count where haystack[i + j] != needle[j] { match = false; break }
+                if match { return i }
+            }
+            i += 1
+        }
+        return nil
+    }
+}
+
+/// The same reading, fed as the bytes arrive: each byte is looked at about once (no
+/// re-parsing of everything received at every read), and every part is bounded: the
+/// head and the chunked trailers by `HTTPReplyParser.maxHeaderBytes` each, the body by
+/// `maxBody`, a chunk-size line by 64 bytes, and all the bytes received by
+/// `rawLimit`, so that a server sending for ever meets a limit, not only the timeout.
+package struct HTTPReplyReader {
+    package let maxBody: Int
+    /// Head + body + framing: chunked framing can double small chunks, not more.
+    package var rawLimit: Int { 2 * maxBody + 2 * HTTPReplyParser.maxHeaderBytes + 4096 }
+
+    private enum Framing { case length(Int), chunked, close }
+    private var input: [UInt8] = []
+    /// How far the search for the end of the head has gone.
+    private var scanned = 0
+    private var status = 0
+    private var headers: [(String, String)] = []
+    private var bodyStart = 0
+    private var framing: Framing?
+    /// Chunked: where the next chunk-size line (or trailer line) starts, what was
+    /// decoded, and the trailer bytes seen.
+    private var cursor = 0
+    private var body: [UInt8] = []
+    private var inTrailers = false
+    private var trailerBytes = 0
+    private var verdict: HTTPReplyParser.Outcome?
+
+    package init(maxBody: Int) { self.maxBody = maxBody }
+
+    /// Adds the bytes just received (the server closed when `closed`); the verdict so
+    /// far. Once complete or invalid, it never changes.
+    package mutating func feed(_ bytes: some Collection<UInt8>, closed: Bool) -> HTTPReplyParser.Outcome {
+        if let verdict { return verdict }
+        input.append(contentsOf: bytes)
+        let outcome = step(closed: closed)
+        if outcome != .incomplete { verdict = outcome; input = [] }
+        return outcome
+    }
+
+    private mutating func step(closed: Bool) -> HTTPReplyParser.Outcome {
+        if framing == nil {
+            if let early = readHead(closed: closed) { return early }
+        }
+        switch framing! {
+        case .length(let length):
+            guard input.count - bodyStart >= length else {
+                return closed ? .invalid("the server closed mid-body") : .incomplete
+            }
+            return .complete(HTTPReply(status: status, headers: headers, body: Array(input[bodyStart..<bodyStart + length])))
+        case .close:
+            guard input.count - bodyStart <= maxBody else { return .invalid("body over the limit of \(maxBody) bytes") }
+            return closed ? .complete(HTTPReply(status: status, headers: headers, body: Array(input[bodyStart...]))) : .incomplete
+        case .chunked:
+            switch dechunk() {
+            case .incomplete:
+                if input.count > rawLimit { return .invalid("response over \(rawLimit) bytes") }
+                return closed ? .invalid("the server closed mid-body") : .incomplete
+            case let other: return other
+            }
+        }
+    }
+
+    /// Reads the head once it is all there: sets the framing, or gives the verdict.
+    private mutating func readHead(closed: Bool) -> HTTPReplyParser.Outcome? {
+        let maxHeaderBytes = HTTPReplyParser.maxHeaderBytes
+        guard let headEnd = HTTPReplyParser.find([13, 10, 13, 10], in: input, from: max(0, scanned - 3)) else {
+            scanned = input.count
             if input.count > maxHeaderBytes { return .invalid("response header over \(maxHeaderBytes) bytes") }
             return closed ? .invalid(input.isEmpty ? "the server closed without answering" : "the server closed mid-header") : .incomplete
         }
@@ -100,80 +186,69 @@ package enum HTTPReplyParser {
             guard name.allSatisfy({ $0.isASCII && !$0.isWhitespace }) else { return .invalid("malformed header name") }
             headers.append((name.lowercased(), line[line.index(after: colon)...].trimmingSpaces()))
         }
-        let bodyStart = headEnd + 4
-        let rest = input[bodyStart...]
-        let lengths = headers.filter { $0.0 == "content-length" }.map(\.1)
-        let chunked = headers.contains { $0.0 == "transfer-encoding" && $0.1.lowercased().contains("chunked") }
+        self.status = status
+        self.headers = headers
+        bodyStart = headEnd + 4
         if status == 204 || status == 304 || (100..<200).contains(status) {
             return .complete(HTTPReply(status: status, headers: headers, body: []))
         }
-        if chunked {
-            switch dechunk(rest, maxBody: maxBody) {
-            case .incomplete: return closed ? .invalid("the server closed mid-body") : .incomplete
-            case .invalid(let why): return .invalid(why)
-            case .complete(let body): return .complete(HTTPReply(status: status, headers: headers, body: body))
-            }
-        }
-        if let first = lengths.first {
+        let lengths = headers.filter { $0.0 == "content-length" }.map(\.1)
+        if headers.contains(where: { $0.0 == "transfer-encoding" && $0.1.lowercased().contains("chunked") }) {
+            framing = .chunked
+            cursor = bodyStart
+        } else if let first = lengths.first {
             guard lengths.allSatisfy({ $0 == first }), first.count <= 12, first.allSatisfy(\.isASCIIDigit), let length = Int(first) else {
                 return .invalid("bad Content-Length")
             }
             guard length <= maxBody else { return .invalid("body of \(length) bytes over the limit of \(maxBody)") }
-            guard rest.count >= length else { return closed ? .invalid("the server closed mid-body") : .incomplete }
-            return .complete(HTTPReply(status: status, headers: headers, body: Array(rest.prefix(length))))
+            framing = .length(length)
+        } else {
+            framing = .close
         }
-        // Framed by the close.
-        guard rest.count <= maxBody else { return .invalid("body over the limit of \(maxBody) bytes") }
-        return closed ? .complete(HTTPReply(status: status, headers: headers, body: Array(rest))) : .incomplete
+        return nil
     }
 
-    private enum Dechunked { case incomplete, invalid(String), complete([UInt8]) }
-
-    private static func dechunk(_ input: ArraySlice<UInt8>, maxBody: Int) -> Dechunked {
-        var body: [UInt8] = []
-        var index = input.startIndex
+    /// Decodes the chunks that have arrived, from `cursor` on.
+    private mutating func dechunk() -> HTTPReplyParser.Outcome {
+        let maxHeaderBytes = HTTPReplyParser.maxHeaderBytes
         while true {
-            guard let lineEnd = find([13, 10], in: input, from: index) else {
-                return input.count - (index - input.startIndex) > 64 ? .invalid("bad chunk size line") : .incomplete
+            if inTrailers {
+                // Trailers (ignored) end with an empty line; all of them within the
+                // header limit.
+                guard let end = HTTPReplyParser.find([13, 10], in: input, from: cursor) else {
+                    if trailerBytes + input.count - cursor > maxHeaderBytes {
+                        return .invalid("chunked trailers over \(maxHeaderBytes) bytes")
+                    }
+                    return .incomplete
+                }
+                if end == cursor { return .complete(HTTPReply(status: status, headers: headers, body: body)) }
+                trailerBytes += end - cursor + 2
+                if trailerBytes > maxHeaderBytes { return .invalid("chunked trailers over \(maxHeaderBytes) bytes") }
+                cursor = end + 2
+                continue
             }
-            var sizeText = String(decoding: input[index..<lineEnd], as: UTF8.self)
+            guard let lineEnd = HTTPReplyParser.find([13, 10], in: input, from: cursor) else {
+                return input.count - cursor > 64 ? .invalid("bad chunk size line") : .incomplete
+            }
+            guard lineEnd - cursor <= 64 else { return .invalid("bad chunk size line") }
+            var sizeText = String(decoding: input[cursor..<lineEnd], as: UTF8.self)
             if let semicolon = sizeText.firstIndex(of: ";") { sizeText = String(sizeText[..<semicolon]) }
             sizeText = sizeText.trimmingSpaces()
             guard !sizeText.isEmpty, sizeText.count <= 8, let size = Int(sizeText, radix: 16), size >= 0 else {
                 return .invalid("bad chunk size")
             }
-            index = lineEnd + 2
             if size == 0 {
-                // Trailers (ignored) end with an empty line.
-                var at = index
-                while true {
-                    guard let end = find([13, 10], in: input, from: at) else { return .incomplete }
-                    if end == at { return .complete(body) }
-                    at = end + 2
-                }
+                inTrailers = true
+                cursor = lineEnd + 2
+                continue
             }
             guard body.count + size <= maxBody else { return .invalid("body over the limit of \(maxBody) bytes") }
-            guard input.endIndex - index >= size + 2 else { return .incomplete }
-            body += input[index..<index + size]
-            index += size
-            guard input[index] == 13, input[index + 1] == 10 else { return .invalid("chunk not followed by CRLF") }
-            index += 2
+            let dataStart = lineEnd + 2
+            guard input.count - dataStart >= size + 2 else { return .incomplete }
+            body += input[dataStart..<dataStart + size]
+            guard input[dataStart + size] == 13, input[dataStart + size + 1] == 10 else { return .invalid("chunk not followed by CRLF") }
+            cursor = dataStart + size + 2
         }
-    }
-
-    private static func find<C: RandomAccessCollection>(_ needle: [UInt8], in haystack: C, from start: C.Index) -> C.Index?
-    where C.Element == UInt8, C.Index == Int {
-        guard haystack.endIndex - start >= needle.count else { return nil }
-        var i = start
-        while i + needle.count <= haystack.endIndex {
-            if haystack[i] == needle[0] {
-                var match = true
-                for j in 1..<needle.count where haystack[i + j] != needle[j] { match = false; break }
-                if match { return i }
-            }
-            i += 1
-        }
-        return nil
     }
 }
 
