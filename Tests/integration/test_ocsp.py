@@ -231,6 +231,22 @@ def test_recent_answer_without_next_update_passes(start_proxy, opki, backend):
         front.stop()
 
 
+def test_verified_revoked_answer_outside_its_window_still_revokes(start_proxy, opki, backend):
+    """A properly signed `revoked` about this certificate revokes whatever its dates:
+    a revocation does not come undone by getting old (best-effort would let a stale
+    answer pass)."""
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    front = made_front(opki, about=opki.cert("revoked"), status=ocsp.OCSPCertStatus.REVOKED,
+                       this_update=now - datetime.timedelta(days=2), next_update=now - datetime.timedelta(hours=1))
+    try:
+        proxy = start(start_proxy, opki, backend, ocsp_responder=front.url, ocsp_policy="best-effort")
+        refused_with(proxy, opki, "revoked", "certificate revoked", "revoked")
+        assert backend.accepted == 0
+    finally:
+        front.stop()
+
+
 def test_made_answer_good_passes(start_proxy, opki, backend):
     """The control of the made-answer cases: the same server with a right answer passes."""
     front = made_front(opki, about=opki.cert("good"))

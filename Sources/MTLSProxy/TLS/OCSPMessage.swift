@@ -117,21 +117,26 @@ enum OCSPMessage {
                 continue
             }
             let next = nextUpdate == -1 ? nil : Int(nextUpdate)
-            if Int(thisUpdate) > now + skewSeconds {
-                return .failure(.stale("thisUpdate \(Timestamp.iso8601(Int(thisUpdate))) is in the future"))
-            }
-            if let next, next < now - skewSeconds {
-                return .failure(.stale("nextUpdate \(Timestamp.iso8601(next)) has passed"))
-            }
-            if next == nil, Int(thisUpdate) < now - maxAgeSeconds - skewSeconds {
-                return .failure(.stale("thisUpdate \(Timestamp.iso8601(Int(thisUpdate))) is older than ocsp_max_age"
-                    + " (\(maxAgeSeconds)s) and the answer gives no nextUpdate"))
-            }
             let answer: OCSPStatus
             switch certStatus {
             case GNUTLS_OCSP_CERT_GOOD.rawValue: answer = .good
             case GNUTLS_OCSP_CERT_REVOKED.rawValue: answer = .revoked
             default: answer = .unknown
+            }
+            // The issuer (or its responder) signed that this certificate is revoked: that
+            // stays true however old the answer (a revocation is never undone), so its
+            // dates only matter for `good` and `unknown`.
+            if answer != .revoked {
+                if Int(thisUpdate) > now + skewSeconds {
+                    return .failure(.stale("thisUpdate \(Timestamp.iso8601(Int(thisUpdate))) is in the future"))
+                }
+                if let next, next < now - skewSeconds {
+                    return .failure(.stale("nextUpdate \(Timestamp.iso8601(next)) has passed"))
+                }
+                if next == nil, Int(thisUpdate) < now - maxAgeSeconds - skewSeconds {
+                    return .failure(.stale("thisUpdate \(Timestamp.iso8601(Int(thisUpdate))) is older than ocsp_max_age"
+                        + " (\(maxAgeSeconds)s) and the answer gives no nextUpdate"))
+                }
             }
             return .success(OCSPAnswer(status: answer, thisUpdate: Int(thisUpdate), nextUpdate: next))
         }
