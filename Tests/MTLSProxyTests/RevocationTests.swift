@@ -318,3 +318,30 @@ final class CRLFetcherScheduleTests: XCTestCase {
                           CRLFetcher.fileName(for: HTTPURL("http://x/a")!, issuer: [2]))
     }
 }
+
+final class HostResolverTests: XCTestCase {
+    func testOnlyRealNumericAddressesSkipTheLookupThread() {
+        XCTAssertNotNil(HostResolver.literal(.inet(host: "127.0.0.1", port: 80)))
+        XCTAssertNotNil(HostResolver.literal(.inet6(host: "::1", port: 80)))
+        // Digits and dots, but no address: getaddrinfo would send a DNS query for it,
+        // which must not happen on an event loop.
+        XCTAssertNil(HostResolver.literal(.inet(host: "999.1.1.1", port: 80)))
+        XCTAssertNil(HostResolver.literal(.inet(host: "1.2.3", port: 80)))
+        XCTAssertNil(HostResolver.literal(.inet6(host: "1:2:3:4:5:6:7:8:9", port: 80)), "a malformed IPv6 literal")
+        XCTAssertNil(HostResolver.literal(.inet(host: "ocsp.example.com", port: 80)))
+        XCTAssertEqual(HostResolver.literal(.inet(host: "10.1.2.3", port: 8080))?.description,
+                       HostResolver.shared.resolveBlocking(.inet(host: "10.1.2.3", port: 8080))?.description)
+    }
+
+    func testLookupsAreMergedPerNameAndBounded() {
+        var lookups = PendingLookups<Int>(limit: 2)
+        XCTAssertEqual(lookups.join("a", 1), .first)
+        XCTAssertEqual(lookups.join("a", 2), .joined, "a second client of one name joins the lookup under way")
+        XCTAssertEqual(lookups.join("b", 3), .first)
+        XCTAssertEqual(lookups.join("c", 4), .full, "no third thread")
+        XCTAssertEqual(lookups.join("b", 5), .joined, "joining needs no thread")
+        XCTAssertEqual(lookups.finish("a"), [1, 2])
+        XCTAssertEqual(lookups.join("c", 6), .first)
+        XCTAssertEqual(lookups.count, 2)
+    }
+}

@@ -101,42 +101,97 @@ final class HTTPExchange: EventHandler {
     }
 }
 
-/// Names of responders and distribution points to addresses. A literal address is used
-/// at once; a name is looked up on a thread of its own (getaddrinfo blocks), and the
-/// answer kept for a minute, so that no event loop waits for DNS.
+/// Names of responders and distribution points to addresses. A literal address is
+/// converted at once (inet_pton: no lookup, and "999.1.1.1" is not one); a name is looked
+/// up on a thread of its own (getaddrinfo blocks), and the answer kept for a minute, so
+/// that no event loop waits for DNS. Clients asking for a name already being looked up
+/// join that lookup; at most `maxLookups` run at once, and a name asked for beyond that
+/// is not resolved (the request fails: fail closed) rather than starting more threads.
 final class HostResolver: Sendable {
     static let shared = HostResolver()
     static let ttlNanos: UInt64 = 60_000_000_000
+    static let maxLookups = 8
 
+    typealias Waiter = @Sendable (SocketAddress?) -> Void
     private struct Entry { var address: SocketAddress?; var until: UInt64 }
-    private let cache = Mutex<[String: Entry]>([:])
+    private struct State {
+        var cache: [String: Entry] = [:]
+        var lookups = PendingLookups<Waiter>(limit: HostResolver.maxLookups)
+    }
+    private let state = Mutex(State())
 
     func resolve(_ endpoint: Endpoint, from loop: EventLoop, done: @escaping (SocketAddress?) -> Void) {
+        if let literal = Self.literal(endpoint) { return done(literal) }
         let key = endpoint.description
-        if Self.isLiteral(endpoint) { return done(try? SocketAddress.resolve(endpoint)) }
         let now = monotonicNanos()
-        if let hit = cache.withLock({ $0[key] }), hit.until > now { return done(hit.address) }
         let callback = LoopBound(done)
+        let waiter: Waiter = { address in loop.execute { callback.value(address) } }
+        enum Step { case cached(SocketAddress?), joined, look, refused }
+        let step = state.withLock { state -> Step in
+            if let hit = state.cache[key], hit.until > now { return .cached(hit.address) }
+            switch state.lookups.join(key, waiter) {
+            case .first: return .look
+            case .joined: return .joined
+            case .full: return .refused
+            }
+        }
+        switch step {
+        case .cached(let address): return done(address)
+        case .joined: return
+        case .refused: return done(nil)
+        case .look: break
+        }
         Threads.spawn { [self] in
             let address = try? SocketAddress.resolve(endpoint)
-            cache.withLock { cache in
-                if cache.count > 1024 { cache.removeAll() }
-                cache[key] = Entry(address: address, until: monotonicNanos() + Self.ttlNanos)
+            let waiters = state.withLock { state -> [Waiter] in
+                if state.cache.count > 1024 { state.cache.removeAll() }
+                state.cache[key] = Entry(address: address, until: monotonicNanos() + Self.ttlNanos)
+                return state.lookups.finish(key)
             }
-            loop.execute { callback.value(address) }
+            for waiter in waiters { waiter(address) }
         }
     }
 
     /// Resolving from the reload thread, which may block.
-    func resolveBlocking(_ endpoint: Endpoint) -> SocketAddress? { try? SocketAddress.resolve(endpoint) }
+    func resolveBlocking(_ endpoint: Endpoint) -> SocketAddress? {
+        Self.literal(endpoint) ?? (try? SocketAddress.resolve(endpoint))
+    }
 
-    static func isLiteral(_ endpoint: Endpoint) -> Bool {
+    /// The address when the host is a numeric IPv4 or IPv6 address (no lookup of any
+    /// kind); nil for a name, or for something that only looks like an address.
+    static func literal(_ endpoint: Endpoint) -> SocketAddress? {
         switch endpoint {
-        case .inet6: return true
-        case .inet(let host, _): return !host.isEmpty && host.allSatisfy { $0.isASCIIDigit || $0 == "." }
-        case .unix: return true
+        case .inet(let host, let port), .inet6(let host, let port):
+            return SocketAddress.ipBytes(host).flatMap { SocketAddress(ipBytes: $0, port: port) }
+        case .unix:
+            return try? SocketAddress.resolve(endpoint)
         }
     }
+}
+
+/// The lookups under way, by name, and who waits on each: the first asker makes the
+/// lookup, later ones join it; no more than `limit` names at once.
+struct PendingLookups<Waiter> {
+    enum Joined { case first, joined, full }
+    let limit: Int
+    private var waiting: [String: [Waiter]] = [:]
+
+    init(limit: Int) { self.limit = limit }
+
+    var count: Int { waiting.count }
+
+    mutating func join(_ key: String, _ waiter: Waiter) -> Joined {
+        if waiting[key] != nil {
+            waiting[key]!.append(waiter)
+            return .joined
+        }
+        guard waiting.count < limit else { return .full }
+        waiting[key] = [waiter]
+        return .first
+    }
+
+    /// The lookup of `key` ended: everyone who waited on it.
+    mutating func finish(_ key: String) -> [Waiter] { waiting.removeValue(forKey: key) ?? [] }
 }
 
 /// A value confined to one event loop, carried through `EventLoop.execute` (which
