@@ -1,3 +1,4 @@
+import CGnuTLSShim
 import XCTest
 
 @testable import MTLSProxy
@@ -160,15 +161,15 @@ final class OCSPCacheTests: XCTestCase {
         let cache = OCSPCache()
         let seen = Seen()
         let waiter: OCSPCache.Waiter = { seen.outcomes.append($0) }
-        guard case .fetch = cache.lookup(key, now: 1000, waiter: waiter) else { return XCTFail("the first asks") }
+        guard case .fetch = cache.lookup(key, now: 1000, maxAgeSeconds: 3600, waiter: waiter) else { return XCTFail("the first asks") }
         for _ in 0..<5 {
-            guard case .joined = cache.lookup(key, now: 1000, waiter: waiter) else { return XCTFail("the others wait") }
+            guard case .joined = cache.lookup(key, now: 1000, maxAgeSeconds: 3600, waiter: waiter) else { return XCTFail("the others wait") }
         }
-        guard case .fetch = cache.lookup(other, now: 1000, waiter: { _ in }) else { return XCTFail("another certificate asks") }
+        guard case .fetch = cache.lookup(other, now: 1000, maxAgeSeconds: 3600, waiter: { _ in }) else { return XCTFail("another certificate asks") }
         let answer = OCSPAnswer(status: .good, thisUpdate: 900, nextUpdate: 5000)
-        cache.complete(key, outcome: .success(answer), now: 1000, maxAgeSeconds: 3600)
+        cache.complete(key, outcome: .success(answer), now: 1000)
         XCTAssertEqual(seen.outcomes.count, 6)
-        guard case .cached(let cached, let until) = cache.lookup(key, now: 1001, waiter: waiter) else { return XCTFail("cached") }
+        guard case .cached(let cached, let until) = cache.lookup(key, now: 1001, maxAgeSeconds: 3600, waiter: waiter) else { return XCTFail("cached") }
         XCTAssertEqual(cached, answer)
         XCTAssertEqual(until, 4600)  // max age wins over a later nextUpdate
         XCTAssertEqual(seen.outcomes.count, 6)
@@ -181,25 +182,59 @@ final class OCSPCacheTests: XCTestCase {
         XCTAssertEqual(OCSPCache.expiry(of: OCSPAnswer(status: .good, thisUpdate: 0, nextUpdate: nil), now: 1000, maxAgeSeconds: 60),
                        60 + OCSPMessage.skewSeconds)
         let cache = OCSPCache()
-        _ = cache.lookup(key, now: 1000, waiter: { _ in })
-        cache.complete(key, outcome: .success(OCSPAnswer(status: .revoked, thisUpdate: 0, nextUpdate: 1500)), now: 1000, maxAgeSeconds: 3600)
-        guard case .cached = cache.lookup(key, now: 1499, waiter: { _ in }) else { return XCTFail("fresh until nextUpdate") }
-        guard case .fetch = cache.lookup(key, now: 1500, waiter: { _ in }) else { return XCTFail("asks again at nextUpdate") }
+        _ = cache.lookup(key, now: 1000, maxAgeSeconds: 3600, waiter: { _ in })
+        cache.complete(key, outcome: .success(OCSPAnswer(status: .revoked, thisUpdate: 0, nextUpdate: 1500)), now: 1000)
+        guard case .cached = cache.lookup(key, now: 1499, maxAgeSeconds: 3600, waiter: { _ in }) else { return XCTFail("fresh until nextUpdate") }
+        guard case .fetch = cache.lookup(key, now: 1500, maxAgeSeconds: 3600, waiter: { _ in }) else { return XCTFail("asks again at nextUpdate") }
+    }
+
+    func testEachListenerJudgesAnAnswerByItsOwnMaxAge() {
+        // One process, two listeners: ocsp_max_age 60 s and 1 h. The answer fetched for
+        // the first is still good for the second after a minute, not for the first.
+        let cache = OCSPCache()
+        _ = cache.lookup(key, now: 1000, maxAgeSeconds: 60, waiter: { _ in })
+        cache.complete(key, outcome: .success(OCSPAnswer(status: .good, thisUpdate: 990, nextUpdate: 9000)), now: 1000)
+        guard case .cached(_, let until) = cache.lookup(key, now: 1030, maxAgeSeconds: 60, waiter: { _ in }) else {
+            return XCTFail("fresh for its own listener")
+        }
+        XCTAssertEqual(until, 1060)
+        guard case .cached(_, let longer) = cache.lookup(key, now: 1100, maxAgeSeconds: 3600, waiter: { _ in }) else {
+            return XCTFail("the 1 h listener still uses it after a minute")
+        }
+        XCTAssertEqual(longer, 4600)
+        guard case .fetch = cache.lookup(key, now: 1100, maxAgeSeconds: 60, waiter: { _ in }) else {
+            return XCTFail("the 60 s listener asks again after a minute")
+        }
+    }
+
+    func testTwoCAsOfOneNameHaveDistinctCacheKeysWithoutAKI() {
+        // A certificate without an authority key identifier is filed by its issuer's
+        // public key: two CAs of one name (a key rollover) do not share answers.
+        func der(_ ca: TestCA) -> [UInt8] {
+            var out = gnutls_datum_t()
+            gnutls_x509_crt_export2(ca.cert, GNUTLS_X509_FMT_DER, &out)
+            return GnuTLS.takeBytes(&out)
+        }
+        let old = TestCA(name: "CN=Same Name CA"), new = TestCA(name: "CN=Same Name CA")
+        let oldID = OCSPMessage.issuerKeyID(der(old)), newID = OCSPMessage.issuerKeyID(der(new))
+        XCTAssertNotNil(oldID)
+        XCTAssertEqual(oldID, OCSPMessage.issuerKeyID(der(old)))
+        XCTAssertNotEqual(oldID, newID)
     }
 
     func testFailuresAreNotKept() {
         let cache = OCSPCache()
-        _ = cache.lookup(key, now: 1000, waiter: { _ in })
-        cache.complete(key, outcome: .failure(.unavailable("down")), now: 1000, maxAgeSeconds: 3600)
-        guard case .fetch = cache.lookup(key, now: 1000, waiter: { _ in }) else { return XCTFail("the next client asks again") }
+        _ = cache.lookup(key, now: 1000, maxAgeSeconds: 3600, waiter: { _ in })
+        cache.complete(key, outcome: .failure(.unavailable("down")), now: 1000)
+        guard case .fetch = cache.lookup(key, now: 1000, maxAgeSeconds: 3600, waiter: { _ in }) else { return XCTFail("the next client asks again") }
     }
 
     func testTheCacheIsBounded() {
         let cache = OCSPCache(capacity: 10)
         for serial in 0..<25 as Range<UInt8> {
             let link = ChainLink(issuer: IssuerKey(name: [9]), serial: SerialNumber([serial + 1]))
-            _ = cache.lookup(link, now: 1000, waiter: { _ in })
-            cache.complete(link, outcome: .success(OCSPAnswer(status: .good, thisUpdate: 0, nextUpdate: nil)), now: 1000, maxAgeSeconds: 60)
+            _ = cache.lookup(link, now: 1000, maxAgeSeconds: 60, waiter: { _ in })
+            cache.complete(link, outcome: .success(OCSPAnswer(status: .good, thisUpdate: 990, nextUpdate: nil)), now: 1000)
             XCTAssertLessThanOrEqual(cache.count, 10)
         }
     }
@@ -343,5 +378,17 @@ final class HostResolverTests: XCTestCase {
         XCTAssertEqual(lookups.finish("a"), [1, 2])
         XCTAssertEqual(lookups.join("c", 6), .first)
         XCTAssertEqual(lookups.count, 2)
+    }
+}
+
+final class OCSPResponderHealthTests: XCTestCase {
+    func testEachListenerSeesItsOwnResponders() {
+        let health = OCSPResponderHealth()
+        let good = Result<OCSPAnswer, OCSPFailure>.success(OCSPAnswer(status: .good, thisUpdate: 0, nextUpdate: nil))
+        health.record("http://a/", listener: "one", outcome: good, at: 10)
+        health.record("http://b/", listener: "two", outcome: .failure(.unavailable("down")), at: 11)
+        XCTAssertEqual(Array(health.snapshot(listener: "one").keys), ["http://a/"])
+        XCTAssertEqual(health.snapshot(listener: "two")["http://b/"]?.answered, false)
+        XCTAssertTrue(health.snapshot(listener: "three").isEmpty)
     }
 }

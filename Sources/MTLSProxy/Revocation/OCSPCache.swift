@@ -4,10 +4,13 @@ import Synchronization
 /// requests in flight: however many clients of however many event loops wait on one
 /// certificate, one request is made, and each waiter gets the outcome on its own loop.
 ///
-/// An answer is kept until its nextUpdate, and at most `maxAge` after it arrived (an
-/// answer without nextUpdate: `maxAge`). Failures are not kept: the next client asks
-/// again (one request at a time still). Bounded: when full, expired answers go first,
-/// then everything (a refill costs one request per certificate).
+/// An answer is used until its nextUpdate, and at most `maxAge` after it arrived (an
+/// answer without nextUpdate: `maxAge`), where `maxAge` is the asking listener's
+/// ocsp_max_age: the cache is shared by every listener, so it keeps when an answer
+/// arrived and each listener judges by its own limit. Failures are not kept: the next
+/// client asks again (one request at a time still). Bounded: when full, answers past
+/// their nextUpdate (or, without one, a day old) go first, then everything (a refill
+/// costs one request per certificate).
 final class OCSPCache: Sendable {
     typealias Outcome = Result<OCSPAnswer, OCSPFailure>
     /// Gets the outcome; the closure itself takes it to the right loop.
@@ -26,7 +29,13 @@ final class OCSPCache: Sendable {
 
     private struct Entry {
         var answer: OCSPAnswer
-        var until: Int
+        /// When it arrived (wall clock).
+        var arrived: Int
+
+        func until(maxAgeSeconds: Int) -> Int { OCSPCache.expiry(of: answer, now: arrived, maxAgeSeconds: maxAgeSeconds) }
+
+        /// Past any use under any listener's limit (a day at most without nextUpdate).
+        func spent(at now: Int) -> Bool { answer.nextUpdate.map { $0 <= now } ?? (now - arrived >= 86400) }
     }
 
     private struct State {
@@ -39,13 +48,15 @@ final class OCSPCache: Sendable {
 
     init(capacity: Int = 20_000) { self.capacity = capacity }
 
-    /// A fresh answer for `key`, or joins the request in flight, or makes the caller
-    /// the one who asks (its waiter is the first of the new request).
-    func lookup(_ key: ChainLink, now: Int, waiter: @escaping Waiter) -> Lookup {
+    /// A fresh answer for `key` (under `maxAgeSeconds`, the asking listener's
+    /// ocsp_max_age), or joins the request in flight, or makes the caller the one who
+    /// asks (its waiter is the first of the new request).
+    func lookup(_ key: ChainLink, now: Int, maxAgeSeconds: Int, waiter: @escaping Waiter) -> Lookup {
         state.withLock { state in
             if let entry = state.answers[key] {
-                if now < entry.until { return .cached(entry.answer, until: entry.until) }
-                state.answers[key] = nil
+                let until = entry.until(maxAgeSeconds: maxAgeSeconds)
+                if now < until { return .cached(entry.answer, until: until) }
+                if entry.spent(at: now) { state.answers[key] = nil }
             }
             if state.inFlight[key] != nil {
                 state.inFlight[key]!.append(waiter)
@@ -56,26 +67,18 @@ final class OCSPCache: Sendable {
         }
     }
 
-    /// A fresh answer if there is one; nothing else happens.
-    func peek(_ key: ChainLink, now: Int) -> (answer: OCSPAnswer, until: Int)? {
-        state.withLock { state in
-            guard let entry = state.answers[key], now < entry.until else { return nil }
-            return (entry.answer, entry.until)
-        }
-    }
-
     /// The request for `key` ended: keeps a usable answer and hands the outcome to every
     /// waiter (outside the lock).
-    func complete(_ key: ChainLink, outcome: Outcome, now: Int, maxAgeSeconds: Int) {
+    func complete(_ key: ChainLink, outcome: Outcome, now: Int) {
         let waiters = state.withLock { state -> [Waiter] in
             if case .success(let answer) = outcome {
-                let until = Self.expiry(of: answer, now: now, maxAgeSeconds: maxAgeSeconds)
-                if until > now {
+                let entry = Entry(answer: answer, arrived: now)
+                if !entry.spent(at: now) {
                     if state.answers.count >= capacity {
-                        state.answers = state.answers.filter { $0.value.until > now }
+                        state.answers = state.answers.filter { !$0.value.spent(at: now) }
                         if state.answers.count >= capacity { state.answers.removeAll(keepingCapacity: true) }
                     }
-                    state.answers[key] = Entry(answer: answer, until: until)
+                    state.answers[key] = entry
                 }
             }
             return state.inFlight.removeValue(forKey: key) ?? []

@@ -13,21 +13,23 @@ final class OCSPResponderHealth: Sendable {
         var detail: String
     }
 
-    private let last = Mutex<[String: Last]>([:])
+    /// By listener, then responder: a listener's readiness speaks of the responders its
+    /// own clients were checked with, not of another listener's.
+    private let last = Mutex<[String: [String: Last]]>([:])
 
-    func record(_ responder: String, outcome: Result<OCSPAnswer, OCSPFailure>, at now: Int) {
+    func record(_ responder: String, listener: String, outcome: Result<OCSPAnswer, OCSPFailure>, at now: Int) {
         let entry: Last
         switch outcome {
         case .success(let answer): entry = Last(answered: true, at: now, detail: "answered (\(answer.status.rawValue))")
         case .failure(let failure): entry = Last(answered: false, at: now, detail: "\(failure)")
         }
-        last.withLock { table in
-            if table.count > 256 && table[responder] == nil { table.removeAll() }
-            table[responder] = entry
+        last.withLock { tables in
+            if tables[listener, default: [:]].count > 256 && tables[listener]?[responder] == nil { tables[listener] = [:] }
+            tables[listener, default: [:]][responder] = entry
         }
     }
 
-    var snapshot: [String: Last] { last.withLock { $0 } }
+    func snapshot(listener: String) -> [String: Last] { last.withLock { $0[listener] ?? [:] } }
 }
 
 extension Readiness {
@@ -38,7 +40,7 @@ extension Readiness {
     /// so taking one out helps nobody.
     static func ocspCheck(_ listener: ListenerRuntime, name: String) -> ReadinessCheck {
         let config = listener.config.revocation
-        let table = OCSPResponderHealth.shared.snapshot
+        let table = OCSPResponderHealth.shared.snapshot(listener: listener.name)
         let relevant: [(String, OCSPResponderHealth.Last)]
         if let fixed = config.ocspResponder {
             relevant = table[fixed.description].map { [(fixed.description, $0)] } ?? []

@@ -22,13 +22,21 @@ enum RevocationGate {
         let collector = Collector(count: targets.count, policy: config.ocspPolicy, decided: decided)
         let now = wallClockSeconds()
         var pairs: [(subject: [UInt8], issuer: [UInt8])]?
-        for (index, key) in targets.enumerated() {
+        for (index, link) in targets.enumerated() {
+            var key = link
+            if key.issuer.keyID.isEmpty {
+                // No authority key identifier: the issuer's name and the serial could mix
+                // up two CAs of one name (a key rollover). Key by the issuer's public key,
+                // as the CertID does.
+                if pairs == nil { pairs = certificatePairs(peer: peer, trust: trust) }
+                if index < pairs!.count, let id = OCSPMessage.issuerKeyID(pairs![index].issuer) { key.issuer.keyID = id }
+            }
             let bound = LoopBound { (outcome: OCSPCache.Outcome) in
                 collector.set(index, serial: key.serial.description, outcome: outcome, cached: false,
                               until: Self.until(outcome, now: wallClockSeconds(), config: config))
             }
             let waiter: OCSPCache.Waiter = { outcome in loop.execute { bound.value(outcome) } }
-            switch OCSPCache.shared.lookup(key, now: now, waiter: waiter) {
+            switch OCSPCache.shared.lookup(key, now: now, maxAgeSeconds: Int(config.ocspMaxAgeNanos / 1_000_000_000), waiter: waiter) {
             case .cached(let answer, let until):
                 listener.metrics.ocsp.cacheHits.increment()
                 collector.set(index, serial: key.serial.description, outcome: .success(answer), cached: true, until: until)
@@ -47,7 +55,7 @@ enum RevocationGate {
         let config = listener.config.revocation
         let maxAge = Int(config.ocspMaxAgeNanos / 1_000_000_000)
         func complete(_ outcome: OCSPCache.Outcome) {
-            OCSPCache.shared.complete(key, outcome: outcome, now: wallClockSeconds(), maxAgeSeconds: maxAge)
+            OCSPCache.shared.complete(key, outcome: outcome, now: wallClockSeconds())
         }
         guard let pair else { return complete(.failure(.unavailable("the issuer certificate of serial \(key.serial) is not at hand"))) }
         let url = config.ocspResponder ?? OCSPMessage.responderURLs(certificate: pair.subject).lazy.compactMap(HTTPURL.init).first
@@ -72,7 +80,7 @@ enum RevocationGate {
                                              now: wallClockSeconds(), maxAgeSeconds: maxAge)
             }
             listener.metrics.ocsp.record(outcome, seconds: Double(monotonicNanos() - started) / 1e9)
-            OCSPResponderHealth.shared.record(url.description, outcome: outcome, at: wallClockSeconds())
+            OCSPResponderHealth.shared.record(url.description, listener: listener.name, outcome: outcome, at: wallClockSeconds())
             switch outcome {
             case .success(let answer):
                 listener.logger.debug("OCSP answer", metadata: [

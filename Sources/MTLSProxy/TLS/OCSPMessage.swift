@@ -47,6 +47,19 @@ enum OCSPMessage {
         return result ?? .failure(.malformed("the certificate or its issuer does not import"))
     }
 
+    /// An identifier of the issuer's public key (GnuTLS's key id: SHA-1 of its
+    /// SubjectPublicKeyInfo), for the answer cache when a certificate carries no
+    /// authority key identifier: like the CertID's issuer key hash, it tells apart two
+    /// CAs of one name.
+    static func issuerKeyID(_ issuer: [UInt8]) -> [UInt8]? {
+        X509List.withCertificate(der: issuer) { cert -> [UInt8]? in
+            var buffer = [UInt8](repeating: 0, count: 64)
+            var size = buffer.count
+            guard gnutls_x509_crt_get_key_id(cert, 0, &buffer, &size) == 0 else { return nil }
+            return [0] + buffer[0..<size]  // the 0 keeps it apart from any real key identifier's bytes
+        } ?? nil
+    }
+
     /// The certificate's own OCSP responders (its authority information access), in order.
     static func responderURLs(certificate: [UInt8]) -> [String] {
         X509List.withCertificate(der: certificate) { cert in
