@@ -205,6 +205,19 @@ def test_answer_about_another_serial_is_refused(start_proxy, opki, backend):
         front.stop()
 
 
+def test_answer_about_the_serial_under_another_issuer_is_refused(start_proxy, opki, backend):
+    """The right serial, signed by the right issuer, but the CertID names another
+    issuer (its name and key hashes): not an answer about this certificate."""
+    root, _ = pki_module.load(opki.pki, "root-ca")
+    front = made_front(opki, about=opki.cert("good"), issuer=root)
+    try:
+        proxy = start(start_proxy, opki, backend, ocsp_responder=front.url)
+        refused_with(proxy, opki, "good", "certificate unknown", "ocsp_unavailable")
+        proxy.wait_for_log("the answer is about serial")
+    finally:
+        front.stop()
+
+
 def test_old_answer_without_next_update_is_stale(start_proxy, opki, backend):
     """An answer without nextUpdate (openssl ocsp without -nmin/-ndays) is good for
     ocsp_max_age after its thisUpdate: a `good` captured 400 days ago and replayed after
@@ -329,8 +342,12 @@ def test_readyz_reports_the_responder_from_real_answers(start_proxy, opki, respo
     assert round_trip(proxy.port, opki.folder, "good") == b"ping\n"
     status, body = http_get(health, "/readyz")
     assert re.search(r'"ldaps.ocsp":\{"state":"warn","detail":"http://127.0.0.1:%d/ ' % dead, body), body
-    good = start(start_proxy, opki, backend, health_port=free_port(), ocsp_responder=responder.url)
+    good_health = free_port()
+    good = start(start_proxy, opki, backend, health_port=good_health, ocsp_responder=responder.url)
     assert round_trip(good.port, opki.folder, "good") == b"ping\n"
+    status, body = http_get(good_health, "/readyz")
+    assert status == 200, body
+    assert re.search(r'"ldaps.ocsp":\{"state":"ok","detail":"%s answered \(good\)' % re.escape(responder.url), body), body
 
 
 def test_config_rejects_a_responder_that_is_not_http(start_proxy, opki, backend):
