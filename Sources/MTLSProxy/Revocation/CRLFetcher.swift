@@ -10,8 +10,9 @@ import Synchronization
 /// a restart finds it.
 ///
 /// Where the URLs come from: the CAs of `ca_bundle` (a CA's distribution point names
-/// its issuer's CRL), read again after every reload, and the client chains seen (a
-/// client certificate's names its issuing CA's CRL). Each URL is fetched with
+/// its issuer's CRL), read again after every reload, and the certificates on the
+/// verified path of the client chains seen (a client certificate's names its issuing
+/// CA's CRL); never a certificate that did not verify (see `note`). Each URL is fetched with
 /// If-None-Match / If-Modified-Since, within 10 s and 64 MiB, and written only when its
 /// CRL parses and is signed by the CA that its issuer name and key identifier point to:
 /// a failed or forged download keeps the file already there. The next fetch comes after

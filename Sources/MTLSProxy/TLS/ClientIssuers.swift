@@ -51,6 +51,9 @@ final class ClientIssuers: @unchecked Sendable {  // GnuTLS trust list is read-o
     /// question a handshake asks before anything else.
     func hasSeen(_ der: [UInt8]) -> Bool { state.withLock { $0.seen[der] != nil } }
 
+    /// Whether `der` was adopted: it verified up to the trust list.
+    func isAdopted(_ der: [UInt8]) -> Bool { state.withLock { $0.seen[der] == true } }
+
     /// Verifies `der` (a CA certificate a client sent) against the trust list, with
     /// `others` (the other CA certificates of that chain) as intermediates; when it
     /// verifies, it becomes a known signer and the held CRLs it signed become usable.

@@ -86,7 +86,9 @@ enum PeerVerifier {
         result.adoptions = adoptions
         result.chainStatus = status
         if path.anchored, status & ChainPath.untrustedBits == 0 {
-            result.verifiedPath = [sent[0].der] + path.caFromClient.map(\.der)
+            // Of the client's CAs, only those that verified on their own (adopted): the
+            // walk may have taken a look-alike of the CA that GnuTLS actually used.
+            result.verifiedPath = [sent[0].der] + path.caFromClient.map(\.der).filter { trust.clientIssuers.isAdopted($0) }
         }
         if refusal == .crlMissing, VerificationPolicy.refusal(forChainStatus: status) == nil {
             // decide() reports a missing CRL before expiry or purpose: look at those too.
