@@ -31,9 +31,14 @@ final class ClientRequests {
     /// The proxy's bind on the backend is under way with this messageID.
     private(set) var interceptedMessageID: Int?
     /// A bind of the client's own went to the backend with this messageID and its
-    /// response has not come yet: another bind now is a protocol error (RFC 4511 §4.2.1).
+    /// response has not come yet: any request now is a protocol error (RFC 4511 §4.2.1:
+    /// nothing may follow a BindRequest until its response). An abandon of that bind, or
+    /// a request slapd holds back while it waits to write, could otherwise leave the
+    /// backend connection bound as the proxy while no control is sent any more.
     private(set) var ownBindInProgress: Int?
     /// What the client is told once that bind succeeds (nil for the opening bind).
+    /// When the proxy's bind (opening or rebind) went out, for its deadline.
+    private(set) var bindSentAt: UInt64 = 0
     private var answerAfterBind: [UInt8]?
     private(set) var requestCount = 0
     /// The backend refused the proxy's bind: nothing more goes to it.
@@ -57,6 +62,7 @@ final class ClientRequests {
         if login.mode != .none {
             forward += LDAPMessages.bindRequest(id: Self.openingBindID, dn: self.bindDN, password: bindPassword)
             interceptedMessageID = Self.openingBindID
+            bindSentAt = monotonicNanos()
         }
     }
 
@@ -109,8 +115,8 @@ final class ClientRequests {
         let request: LDAPRequest
         do { request = try LDAPRequest(decoding: message) } catch { return protocolError("malformed request: \(error)") }
         requestCount += 1
-        if request.operation == .bind, ownBindInProgress != nil {
-            return protocolError("a bind request while the previous bind (messageID \(ownBindInProgress!)) was in progress")
+        if let pending = ownBindInProgress {
+            return protocolError("a request (messageID \(request.messageID)) while the bind with messageID \(pending) was in progress")
         }
         switch login.step(request, message: message) {
         case .forward(let bytes):
@@ -121,6 +127,7 @@ final class ClientRequests {
         case .rebindThenAnswer(let id, let answer):
             send(LDAPMessages.bindRequest(id: id, dn: bindDN, password: bindPassword))
             interceptedMessageID = id
+            bindSentAt = monotonicNanos()
             answerAfterBind = answer
         }
         return nil
@@ -185,7 +192,4 @@ final class ClientRequests {
         answerAfterBind = nil
         return nil
     }
-
-    /// Whether the proxy's opening bind is still under way.
-    var awaitingOpeningBind: Bool { interceptedMessageID != nil && login.mode != .none && requestCount == 0 && answerAfterBind == nil }
 }
