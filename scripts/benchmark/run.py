@@ -121,7 +121,7 @@ def start_mtls_proxy(binary, pki, crl_dir, backend_port, workdir, workers="1", n
     listener message-aware (its backend must then speak LDAP: `loadgen backend PORT ldap`)."""
     port = free_port()
     config = os.path.join(workdir, f"mtls-{port}.conf")
-    login = ""
+    login = ""  # only the keys a mode needs: a --baseline binary may predate them
     if client_auth != "none":
         # Any password: the benchmark's LDAP backend accepts every bind.
         password = os.path.join(workdir, "backend-bind.password")
@@ -140,8 +140,7 @@ key = {pki}/server.key
 ca_bundle = {pki}/ca-bundle.pem
 crl_dir = {crl_dir}
 max_connections = 20000
-tls = {tls}
-""" + login)
+""" + (f"tls = {tls}\n" if tls != "implicit" else "") + login)
     return Proxy(name, [binary, "--config", config], port, workdir, starttls=tls == "starttls", mark=mark)
 
 
