@@ -227,7 +227,10 @@ class Bench:
                              + self.client(name) + [str(e) for e in extra],
                              capture_output=True, text=True, timeout=300)
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
-        return json.loads(line), out.returncode
+        result = json.loads(line)
+        if out.returncode != 0 and out.stderr.strip():
+            result["error"] = out.stderr.strip().splitlines()[-1]
+        return result, out.returncode
 
     def acceptance(self, proxy):
         mode = "probe-starttls" if proxy.starttls else "probe"
@@ -256,7 +259,14 @@ class Bench:
         self.acceptance(proxy)
         return [self.measure_rep(proxy, workload, rep, variant) for rep in range(self.args.reps)]
 
+    def check_backends(self):
+        """A backend that died would make every later figure of a run zero: stop there."""
+        for name, backend in (("echo", self.backend), ("ldap", self.ldap_backend)):
+            if backend.poll() is not None:
+                raise SystemExit(f"the {name} backend ended (exit status {backend.returncode})")
+
     def measure_rep(self, proxy, workload, rep, variant="default"):
+        self.check_backends()
         seconds = self.args.seconds
         before = cpu_seconds(proxy.pid)
         switches_before = context_switches(proxy.pid)
@@ -284,6 +294,9 @@ class Bench:
             raise ValueError(workload)
         row = dict(proxy=proxy.name, workload=workload, variant=variant, rep=rep, cpu_seconds=round(cpu, 3),
                    per_cpu_second=round(value, 1), hog=self.args.hog, **extra)
+        if result.get("error"):
+            row["error"] = result["error"]
+            print(f"{proxy.name} {workload} rep {rep}: the load generator failed: {result['error']}", file=sys.stderr)
         self.record(row)
         return row
 
