@@ -112,6 +112,45 @@ final class ClientLoginTests: XCTestCase {
         XCTAssertEqual(Array(bare[2..<(2 + TestLDAP.search(7).count - 2)]), Array(TestLDAP.search(7)[2...]))
     }
 
+    /// The rewrite writes its DER by hand: it must be the bytes swift-asn1's serializer
+    /// writes for the same envelope, long-form lengths (128+, 256+, 65,536+) included.
+    func testTheRewriteIsTheDEREncodingOfTheEnvelope() throws {
+        let control: (type: String, critical: Bool, value: [UInt8]?) = ("1.2.840.113556.1.4.319", false, [0x30, 0x05, 0x02, 0x01, 0x05, 0x04, 0x00])
+        for clientControls in [0, 1, 4] {
+            for authzLength in [0, 3, 90, 127, 128, 200, 255, 256, 70_000] {
+                let original = TestLDAP.search(300, controls: Array(repeating: control, count: clientControls))
+                let authzId = "dn:" + String(repeating: "x", count: authzLength)
+                let rewritten = try LDAPRequest(decoding: original).withProxiedAuthorization(authzId)
+                XCTAssertEqual(rewritten, try Self.serializerRewrite(original, authzId), "\(clientControls) controls, authzId of \(authzLength + 3)")
+            }
+        }
+    }
+
+    /// The envelope as swift-asn1 writes it: messageID and operation as they came, the
+    /// client's controls, then the proxied authorization control.
+    private static func serializerRewrite(_ message: [UInt8], _ authzId: String) throws -> [UInt8] {
+        guard case .constructed(let parts) = try BER.parse(message).content else { throw DecodeFailure() }
+        let nodes = Array(parts)
+        var clientControls: [ArraySlice<UInt8>] = []
+        if nodes.count == 3, case .constructed(let list) = nodes[2].content { clientControls = list.map(\.encodedBytes) }
+        var serializer = DER.Serializer()
+        try serializer.appendConstructedNode(identifier: .sequence) { envelope in
+            envelope.serializeRawBytes(nodes[0].encodedBytes)
+            envelope.serializeRawBytes(nodes[1].encodedBytes)
+            try envelope.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) { list in
+                for control in clientControls { list.serializeRawBytes(control) }
+                try list.appendConstructedNode(identifier: .sequence) { control in
+                    try control.serialize(ASN1OctetString(contentBytes: ArraySlice("2.16.840.1.113730.3.4.18".utf8)))
+                    try control.serialize(true)
+                    try control.serialize(ASN1OctetString(contentBytes: ArraySlice(authzId.utf8)))
+                }
+            }
+        }
+        return serializer.serializedBytes
+    }
+
+    private struct DecodeFailure: Error {}
+
     func testMalformedRequestsAreRefused() {
         let cases: [(String, [UInt8])] = [
             ("not a sequence", [0x04, 0x01, 0x00]),

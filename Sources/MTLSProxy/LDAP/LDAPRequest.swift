@@ -103,25 +103,54 @@ package struct LDAPRequest {
     /// The request as the backend gets it, with a critical proxied authorization control
     /// for `authzId` ("dn:..." or "" for anonymous) after the client's own controls.
     /// Only the envelope is written anew: the operation's bytes are the client's.
+    ///
+    /// Written by hand into one buffer of the final size (DER: definite, minimal lengths)
+    /// rather than with swift-asn1's serializer: this runs for every forwarded request,
+    /// and the serializer's nested closures and growing buffer cost about as much as
+    /// the rest of the rewrite (bench profile, docs/performance.md).
     package func withProxiedAuthorization(_ authzId: String) -> [UInt8] {
-        var serializer = DER.Serializer()
-        do {
-            try serializer.appendConstructedNode(identifier: .sequence) { message in
-                message.serializeRawBytes(messageIDBytes)
-                message.serializeRawBytes(operationBytes)
-                try message.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) { list in
-                    for control in controls { list.serializeRawBytes(control.encoded) }
-                    try list.appendConstructedNode(identifier: .sequence) { control in
-                        try control.serialize(ASN1OctetString(contentBytes: ArraySlice("2.16.840.1.113730.3.4.18".utf8)))
-                        try control.serialize(true)
-                        try control.serialize(ASN1OctetString(contentBytes: ArraySlice(authzId.utf8)))
-                    }
-                }
-            }
-        } catch {
-            preconditionFailure("re-encoding a decoded request cannot fail: \(error)")
+        let oid = Self.proxiedAuthorizationOID
+        let authzLength = authzId.utf8.count
+        // Control ::= SEQUENCE { controlType OCTET STRING, criticality BOOLEAN TRUE, controlValue OCTET STRING }
+        let controlContent = Self.tlvSize(oid.count) + 3 + Self.tlvSize(authzLength)
+        let listContent = controls.reduce(0) { $0 + $1.encoded.count } + Self.tlvSize(controlContent)
+        let messageContent = messageIDBytes.count + operationBytes.count + Self.tlvSize(listContent)
+        var out: [UInt8] = []
+        out.reserveCapacity(Self.tlvSize(messageContent))
+        Self.appendHeader(0x30, messageContent, to: &out)  // LDAPMessage SEQUENCE
+        out.append(contentsOf: messageIDBytes)
+        out.append(contentsOf: operationBytes)
+        Self.appendHeader(0xa0, listContent, to: &out)  // controls [0]
+        for control in controls { out.append(contentsOf: control.encoded) }
+        Self.appendHeader(0x30, controlContent, to: &out)
+        Self.appendHeader(0x04, oid.count, to: &out)
+        out.append(contentsOf: oid)
+        out.append(contentsOf: [0x01, 0x01, 0xff] as [UInt8])  // criticality TRUE
+        Self.appendHeader(0x04, authzLength, to: &out)
+        out.append(contentsOf: authzId.utf8)
+        return out
+    }
+
+    private static let proxiedAuthorizationOID: [UInt8] = Array("2.16.840.1.113730.3.4.18".utf8)
+
+    /// The size of a DER element with a one-byte tag and `content` bytes.
+    private static func tlvSize(_ content: Int) -> Int { 1 + lengthSize(content) + content }
+
+    private static func lengthSize(_ length: Int) -> Int {
+        guard length >= 0x80 else { return 1 }
+        return 1 + (Int.bitWidth - length.leadingZeroBitCount + 7) / 8
+    }
+
+    /// A tag and a DER length: short form below 128, else the fewest big-endian octets.
+    private static func appendHeader(_ tag: UInt8, _ length: Int, to out: inout [UInt8]) {
+        out.append(tag)
+        guard length >= 0x80 else {
+            out.append(UInt8(length))
+            return
         }
-        return serializer.serializedBytes
+        let octets = lengthSize(length) - 1
+        out.append(0x80 | UInt8(octets))
+        for shift in stride(from: (octets - 1) * 8, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: length >> shift)) }
     }
 
     // MARK: - Operations

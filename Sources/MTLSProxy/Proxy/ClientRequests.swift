@@ -79,6 +79,18 @@ final class ClientRequests {
     /// message as it completes.
     func take(from input: inout RelayBuffer) -> Stop? {
         while takesRequests && !input.isEmpty {
+            if messageLength == nil && message.isEmpty {
+                // A message starts in the input: its header is read there, and the
+                // message is then copied at once (a header cut by the end of the input
+                // is collected byte by byte below).
+                switch input.withReadable({ LDAPMessageFramer.header(of: $0) }) {
+                case .incomplete: break
+                case .notLDAP: return protocolError("the client's bytes are not LDAP messages")
+                case .message(let header, let content):
+                    if let stop = tooLarge(header + content) { return stop }
+                    messageLength = header + content
+                }
+            }
             let wanted: Int
             if let length = messageLength {
                 wanted = length - message.count
@@ -93,17 +105,20 @@ final class ClientRequests {
                 case .incomplete: continue
                 case .notLDAP: return protocolError("the client's bytes are not LDAP messages")
                 case .message(let header, let content):
-                    guard header + content <= maxRequestSize else {
-                        return Stop(notice: NoticeOfDisconnection.encode(.protocolError, diagnostic: "request larger than \(maxRequestSize) bytes"),
-                                    reason: .requestTooLarge, end: .error,
-                                    detail: "a request of \(header + content) bytes, above max_request_size (\(maxRequestSize))")
-                    }
+                    if let stop = tooLarge(header + content) { return stop }
                     messageLength = header + content
                 }
             }
             if message.count == messageLength, let stop = act() { return stop }
         }
         return nil
+    }
+
+    private func tooLarge(_ length: Int) -> Stop? {
+        guard length > maxRequestSize else { return nil }
+        return Stop(notice: NoticeOfDisconnection.encode(.protocolError, diagnostic: "request larger than \(maxRequestSize) bytes"),
+                    reason: .requestTooLarge, end: .error,
+                    detail: "a request of \(length) bytes, above max_request_size (\(maxRequestSize))")
     }
 
     private func act() -> Stop? {
