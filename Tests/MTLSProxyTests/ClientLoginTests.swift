@@ -170,6 +170,45 @@ final class ClientLoginTests: XCTestCase {
         }
     }
 
+    func testEveryRequestIsCheckedAtEveryDepthAndForwardedAsCanonicalDER() throws {
+        // Hidden elements slapd would read as controls or attribute lists.
+        let trailing = TestLDAP.message(2) { op in
+            try op.appendConstructedNode(identifier: TestLDAP.app(23)) { ext in
+                ext.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) {
+                    $0.append(contentsOf: LDAPRequest.whoAmIName.utf8)
+                }
+                ext.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 1, tagClass: .contextSpecific)) { $0.append(1) }
+                try ext.serialize(ASN1OctetString(contentBytes: [0x78]))
+            }
+        }
+        XCTAssertThrowsError(try LDAPRequest(decoding: trailing), "an element after requestValue")
+        let nulOID: [(type: String, critical: Bool, value: [UInt8]?)] = [("2.16.840.1.113730.3.4.18\u{0}", true, Array("dn:x".utf8))]
+        XCTAssertThrowsError(try LDAPRequest(decoding: TestLDAP.search(3, controls: nulOID)), "a NUL in the controlType")
+        let badFilter = TestLDAP.message(4) { op in
+            try op.appendConstructedNode(identifier: TestLDAP.app(3)) { search in
+                try search.serialize(ASN1OctetString(contentBytes: []))
+                try 0.serialize(into: &search, withIdentifier: .enumerated)
+                try 0.serialize(into: &search, withIdentifier: .enumerated)
+                try search.serialize(0)
+                try search.serialize(0)
+                try search.serialize(false)
+                try search.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 3, tagClass: .contextSpecific)) { ava in
+                    for part in ["uid", "bob", "mail"] { try ava.serialize(ASN1OctetString(contentBytes: ArraySlice(part.utf8))) }
+                }
+                try search.appendConstructedNode(identifier: .sequence) { _ in }
+            }
+        }
+        XCTAssertThrowsError(try LDAPRequest(decoding: badFilter), "an AVA of three elements")
+
+        // BER a client may write (long-form lengths) is accepted and goes on as DER.
+        let der = TestLDAP.search(5)
+        var ber: [UInt8] = [0x30, 0x82, 0x00, UInt8(der.count - 2)]  // the same message, its length in long form
+        ber += der[2...]
+        let request = try LDAPRequest(decoding: ber)
+        XCTAssertEqual(request.reencoded(), der)
+        XCTAssertEqual(Array(request.withProxiedAuthorization("dn:x").prefix(2)), [0x30, UInt8(der.count - 2 + 2 + 37)], "controls [0] around one 37-byte control")
+    }
+
     func testDistinguishedNamesCompareAsDNs() {
         XCTAssertTrue(DistinguishedName.same("UID=alice,OU=people,DC=example,DC=com", "uid=Alice, ou=People,dc=example,dc=com"))
         XCTAssertTrue(DistinguishedName.same("0.9.2342.19200300.100.1.1=alice,ou=people", "uid=alice,ou=people"))
