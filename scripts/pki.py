@@ -88,7 +88,7 @@ def load(dirpath, label):
 
 
 def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None, eku=None, san=None,
-              not_before=None, not_after=None, serial=None, key_encipherment=False, crl_url=None):
+              not_before=None, not_after=None, serial=None, key_encipherment=False, crl_url=None, ocsp_url=None):
     issuer_name = issuer_cert.subject if issuer_cert is not None else subject
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
@@ -119,6 +119,9 @@ def make_cert(subject, key, issuer_cert, issuer_key, *, ca=False, path_len=None,
         builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
             full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
             crl_issuer=None)]), critical=False)
+    if ocsp_url:
+        builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 

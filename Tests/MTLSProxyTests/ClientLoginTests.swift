@@ -43,6 +43,8 @@ final class ClientLoginTests: XCTestCase {
         XCTAssertEqual(login.runsAs, .anonymous, "a failed bind leaves the connection anonymous")
         XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(3))), "")
         XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(4, credentials: "u:alice"))), 50)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(5, credentials: "DN:uid=alice,ou=people,dc=example,dc=com"))), 0,
+                       "the dn: prefix is case-insensitive")
     }
 
     func testAClientsOwnProxiedAuthorizationIsRefusedAndNeverForwarded() {
@@ -177,13 +179,17 @@ final class ClientLoginTests: XCTestCase {
         XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice"))
         XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice;ou=other"))
         XCTAssertFalse(DistinguishedName.same("garbage", "garbage"), "not a DN at all")
+        XCTAssertFalse(DistinguishedName.same("uid=alice\\,ou=people\\,dc=example\\,dc=com", "uid=alice,ou=people,dc=example,dc=com"),
+                       "one RDN with escaped commas is not three RDNs")
+        XCTAssertFalse(DistinguishedName.same("cn=a\\+sn=b,o=x", "cn=a+sn=b,o=x"), "an escaped plus is not a multi-valued RDN")
     }
 
     func testResponseHeadsFindTheMessageIDBeforeTheRestArrives() {
         let result = TestLDAP.searchResult(300, size: 1000)
         XCTAssertEqual(LDAPResponseHead.read(Array(result.prefix(2))), .incomplete)
-        guard case .message(let id, let length) = LDAPResponseHead.read(Array(result.prefix(12))) else { return XCTFail() }
+        guard case .message(let id, let tag, let length) = LDAPResponseHead.read(Array(result.prefix(12))) else { return XCTFail() }
         XCTAssertEqual(id, 300)
+        XCTAssertEqual(tag, 0x64, "SearchResultEntry")
         XCTAssertEqual(length, result.count - LDAPResponse.encode(id: 300, tag: 5, code: .success, diagnostic: "").count)
         XCTAssertEqual(LDAPResponseHead.read([0x31, 0x03, 0x02, 0x01, 0x01]), .notLDAP)
     }

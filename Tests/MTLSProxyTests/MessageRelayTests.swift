@@ -116,10 +116,11 @@ final class MessageRelayTests: XCTestCase {
         _ = pumpAll(relay, rounds: 10)
         let ownAnswer = LDAPResponse.encode(id: 2, tag: 1, code: .success, diagnostic: "")
         backend.incoming += ownAnswer
+        _ = pumpAll(relay, rounds: 10)  // the client binds again once it has the answer
         client.incoming += TestLDAP.saslBind(3)
         _ = pumpAll(relay, rounds: 10)
         let sent = TestLDAP.messages(in: backend.received)!
-        XCTAssertEqual(sent.count, 3)
+        guard sent.count == 3 else { return XCTFail("\(sent.count) messages at the backend") }
         XCTAssertEqual(sent[1], ownBind, "the client's own bind passed on")
         XCTAssertEqual(sent[2], LDAPMessages.bindRequest(id: 3, dn: "cn=proxy,dc=example,dc=com", password: Array("pw".utf8)))
         XCTAssertEqual(client.received, ownAnswer, "answered before the backend took the proxy back")
@@ -127,6 +128,49 @@ final class MessageRelayTests: XCTestCase {
         _ = pumpAll(relay, rounds: 10)
         XCTAssertEqual(TestLDAP.messages(in: client.received)?.map { TestLDAP.result(of: $0).id }, [2, 3])
         XCTAssertEqual(relay.requests?.login.runsAs, .entry)
+        relay.release()
+    }
+
+    func testABindInTheMiddleOfAnotherBindIsAProtocolError() {
+        let client = MemoryStream(), backend = MemoryStream()
+        let relay = Relay(client: client, backend: backend, pool: pool, requests: requests())
+        backend.incoming = LDAPResponse.encode(id: 1, tag: 1, code: .success, diagnostic: "")
+        client.incoming = TestLDAP.saslBind(2, mechanism: "DIGEST-MD5")
+        _ = pumpAll(relay, rounds: 5)
+        // The backend asks for the next step; the client's next bind is then in order.
+        backend.incoming += LDAPResponse.encode(id: 2, tag: 1, code: .success, diagnostic: "")
+        _ = pumpAll(relay, rounds: 5)
+        client.incoming += TestLDAP.saslBind(3, mechanism: "DIGEST-MD5")
+        XCTAssertEqual(pumpAll(relay, rounds: 5), .open(moved: false))
+        // Now a bind before the answer to that one.
+        client.incoming += TestLDAP.saslBind(4)
+        guard case .stop(let stop) = pumpAll(relay, rounds: 5) else { return XCTFail("no stop") }
+        XCTAssertEqual(stop.reason, .protocolError)
+        XCTAssertEqual(TestLDAP.messages(in: backend.received)?.map { try! LDAPRequest(decoding: $0).messageID }, [1, 2, 3])
+        relay.release()
+    }
+
+    func testOnlyABindResponseAnswersTheProxysRebind() {
+        // A client that reuses its bind's messageID for a search: that search's result
+        // is not the answer to the proxy's bind, and goes on to the client.
+        let client = MemoryStream(), backend = MemoryStream()
+        let relay = Relay(client: client, backend: backend, pool: pool, requests: requests())
+        backend.incoming = LDAPResponse.encode(id: 1, tag: 1, code: .success, diagnostic: "")
+        client.incoming = TestLDAP.simpleBind(2, name: "cn=admin,dc=example,dc=com", password: "secret")
+        _ = pumpAll(relay, rounds: 5)
+        backend.incoming += LDAPResponse.encode(id: 2, tag: 1, code: .success, diagnostic: "")
+        _ = pumpAll(relay, rounds: 5)
+        client.incoming += TestLDAP.search(5) + TestLDAP.saslBind(5)
+        _ = pumpAll(relay, rounds: 5)
+        let searchDone = LDAPResponse.encode(id: 5, tag: 5, code: .success, diagnostic: "")
+        backend.incoming += searchDone
+        _ = pumpAll(relay, rounds: 5)
+        XCTAssertEqual(TestLDAP.messages(in: client.received)?.last, searchDone, "the search's result was taken as the bind's")
+        XCTAssertNotNil(relay.requests?.interceptedMessageID, "still waiting for the BindResponse")
+        backend.incoming += LDAPResponse.encode(id: 5, tag: 1, code: .success, diagnostic: "")
+        _ = pumpAll(relay, rounds: 5)
+        XCTAssertNil(relay.requests?.interceptedMessageID)
+        XCTAssertEqual(TestLDAP.messages(in: client.received)?.map { TestLDAP.result(of: $0).tag }, [1, 5, 1])
         relay.release()
     }
 }

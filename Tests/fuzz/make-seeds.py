@@ -144,6 +144,13 @@ def other_seeds():
     write("http-head", "head-metrics", "HEAD /metrics HTTP/1.0\r\n\r\n")
     write("http-head", "post-body", "POST /healthz HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
     write("http-head", "partial", "GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    # What openssl ocsp and Python's http.server answer (the OCSP body shortened).
+    write("http-reply", "openssl-ocsp", b"HTTP/1.0 200 OK\r\nContent-type: application/ocsp-response\r\n"
+                                        b"Content-Length: 5\r\n\r\n0\x82\x01\x00\n")
+    write("http-reply", "chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+    write("http-reply", "not-modified", "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n")
+    write("http-reply", "close-framed", "HTTP/1.0 500 Internal Server Error\r\nServer: x\r\n\r\noops")
+    write("http-reply", "url", "http://[::1]:8080/ocsp?x=1")
 
     for name, text in {
         "uid": "(uid=alice)",

@@ -1,5 +1,6 @@
-"""Just enough LDAP (RFC 4511) on the wire for the tests: encode a search, frame the
-server's messages by BER length, and read the few fields the tests check."""
+"""Just enough LDAP (RFC 4511) on the wire for the tests: encode the requests they send
+(search, bind, extended, modify, unbind, with controls), frame the server's messages by
+BER length, and read the few fields the tests check."""
 
 
 def _length(n):
@@ -26,6 +27,51 @@ def search_request(message_id, base="dc=example,dc=com", attribute="objectClass"
     request = tlv(0x63, octets(base) + integer(2, 0x0a) + integer(0, 0x0a) + integer(size_limit)
                   + integer(0) + tlv(0x01, b"\x00") + octets(attribute, 0x87) + tlv(0x30, b""))
     return tlv(0x30, integer(message_id) + request)
+
+
+def search_equal(message_id, attribute, value, attributes=(), base="dc=example,dc=com", controls=()):
+    """SearchRequest: subtree, filter (attribute=value), the attributes named (or all)."""
+    requested = tlv(0x30, b"".join(octets(a) for a in attributes))
+    request = tlv(0x63, octets(base) + integer(2, 0x0a) + integer(0, 0x0a) + integer(0) + integer(0)
+                  + tlv(0x01, b"\x00") + tlv(0xa3, octets(attribute) + octets(value)) + requested)
+    return message(message_id, request, controls)
+
+
+def message(message_id, operation, controls=()):
+    """An LDAPMessage around an encoded protocolOp, with controls (see control())."""
+    body = integer(message_id) + operation
+    if controls:
+        body += tlv(0xa0, b"".join(controls))
+    return tlv(0x30, body)
+
+
+def control(oid, value=None, critical=True):
+    return tlv(0x30, octets(oid) + (tlv(0x01, b"\xff") if critical else b"")
+               + (octets(value) if value is not None else b""))
+
+
+def simple_bind(message_id, dn="", password="", controls=()):
+    return message(message_id, tlv(0x60, integer(3) + octets(dn) + octets(password, 0x80)), controls)
+
+
+def sasl_bind(message_id, mechanism, credentials=None, controls=()):
+    """A SASL bind; for EXTERNAL the credentials are the authzId (None: absent)."""
+    sasl = octets(mechanism) + (octets(credentials) if credentials is not None else b"")
+    return message(message_id, tlv(0x60, integer(3) + octets("") + tlv(0xa3, sasl)), controls)
+
+
+def extended(message_id, oid, value=None, controls=()):
+    return message(message_id, tlv(0x77, octets(oid, 0x80) + (octets(value, 0x81) if value is not None else b"")),
+                   controls)
+
+
+def modify_replace(message_id, dn, attribute, value, controls=()):
+    change = tlv(0x30, integer(2, 0x0a) + tlv(0x30, octets(attribute) + tlv(0x31, octets(value))))
+    return message(message_id, tlv(0x66, octets(dn) + tlv(0x30, change)), controls)
+
+
+def unbind(message_id):
+    return message(message_id, tlv(0x42, b""))
 
 
 def search_result_entry(message_id, dn, attribute, value):
@@ -117,7 +163,7 @@ def describe(message):
     message_id = int.from_bytes(message[id_start:id_start + id_len], "big")
     op_tag, op_start, op_len = _read_tlv(message, id_start + id_len)
     result_code = response_name = None
-    if op_tag in (0x65, 0x78, 0x61):  # SearchResultDone, ExtendedResponse, BindResponse
+    if op_tag in RESULT_OPS:
         _, code_start, code_len = _read_tlv(message, op_start)
         result_code = int.from_bytes(message[code_start:code_start + code_len], "big")
         offset = code_start + code_len
@@ -130,5 +176,52 @@ def describe(message):
     return message_id, op_tag, result_code, response_name
 
 
+def _elements(data, start, end):
+    """The TLVs that tile data[start:end]: (tag, value start, value length) each."""
+    offset, found = start, []
+    while offset < end:
+        tag, value_start, value_len = _read_tlv(data, offset)
+        found.append((tag, value_start, value_len))
+        offset = value_start + value_len
+    return found
+
+
+def _operation(message):
+    _, start, length = _read_tlv(message, 0)
+    _, id_start, id_len = _read_tlv(message, start)
+    return _read_tlv(message, id_start + id_len)
+
+
+def extended_value(message):
+    """The responseValue of an ExtendedResponse (Who am I?'s authzId), or None."""
+    tag, start, length = _operation(message)
+    assert tag == EXTENDED_RESPONSE, f"not an ExtendedResponse: {tag:#x}"
+    for inner, value_start, value_len in _elements(message, start, start + length):
+        if inner == 0x8B:
+            return message[value_start:value_start + value_len].decode()
+    return None
+
+
+def entry_attributes(message):
+    """A SearchResultEntry as (dn, {attribute type (lower case): [values]})."""
+    tag, start, length = _operation(message)
+    assert tag == SEARCH_RESULT_ENTRY, f"not a SearchResultEntry: {tag:#x}"
+    (_, dn_start, dn_len), (_, attrs_start, attrs_len) = _elements(message, start, start + length)
+    attributes = {}
+    for _, a_start, a_len in _elements(message, attrs_start, attrs_start + attrs_len):
+        (_, t_start, t_len), (_, v_start, v_len) = _elements(message, a_start, a_start + a_len)
+        name = message[t_start:t_start + t_len].decode().lower()
+        attributes[name] = [message[s:s + n].decode() for _, s, n in _elements(message, v_start, v_start + v_len)]
+    return message[dn_start:dn_start + dn_len].decode(), attributes
+
+
 NOTICE_OF_DISCONNECTION = "1.3.6.1.4.1.1466.20036"
-SEARCH_RESULT_ENTRY, SEARCH_RESULT_DONE, EXTENDED_RESPONSE = 0x64, 0x65, 0x78
+START_TLS = "1.3.6.1.4.1.1466.20037"
+WHO_AM_I = "1.3.6.1.4.1.4203.1.11.3"
+PROXIED_AUTHZ = "2.16.840.1.113730.3.4.18"      # RFC 4370
+PROXIED_AUTHZ_V1 = "2.16.840.1.113730.3.4.12"   # its obsolete draft, still understood by slapd
+BIND_RESPONSE, SEARCH_RESULT_ENTRY, SEARCH_RESULT_DONE = 0x61, 0x64, 0x65
+MODIFY_RESPONSE, EXTENDED_RESPONSE, INTERMEDIATE_RESPONSE = 0x67, 0x78, 0x79
+# The responses that are an LDAPResult (resultCode first): bind, search done, modify,
+# add, delete, modify DN, compare, extended.
+RESULT_OPS = (0x61, 0x65, 0x67, 0x69, 0x6b, 0x6d, 0x6f, 0x78)

@@ -47,7 +47,7 @@ public enum ConfigParser {
             seenKeys.insert(key)
             do {
                 if var listener = current {
-                    guard let setter = listenerKeys[key] else {
+                    guard let setter = listenerKeys[key] ?? revocationKeys[key] else {
                         let hint = globalKeys[key] != nil ? " (it is a global key: put it before the first [section])" : ""
                         throw ConfigError.Message("unknown key '\(key)'\(hint)")
                     }
@@ -55,7 +55,7 @@ public enum ConfigParser {
                     current = listener
                 } else {
                     guard let setter = globalKeys[key] else {
-                        let hint = listenerKeys[key] != nil ? " (it is a listener key: put it in a [name] section)" : ""
+                        let hint = listenerKeys[key] ?? revocationKeys[key] != nil ? " (it is a listener key: put it in a [name] section)" : ""
                         throw ConfigError.Message("unknown key '\(key)'\(hint)")
                     }
                     try setter(&config.global, value)
@@ -86,6 +86,7 @@ public enum ConfigParser {
         if listener.crlPolicySetting != nil && listener.crlDir == nil {
             throw fail("crl_policy needs crl_dir")
         }
+        do { try validateRevocation(listener) } catch { throw fail(error.text) }
         if listener.proxyProtocolIn != .off && listener.trustedProxies.isEmpty {
             throw fail("proxy_protocol_in needs trusted_proxies: the addresses allowed to send a PROXY header")
         }

@@ -113,6 +113,8 @@ public struct ListenerConfig: Sendable {
     /// Whether connections ask the directory: to check the certificate is in its entry,
     /// or to find the entry that is the login (`cert_map = search`).
     public var usesDirectory: Bool { verifyCertInDirectory || (clientAuth != .none && certMap == .search) }
+    /// OCSP and CRL distribution points (Config/RevocationConfig.swift).
+    public var revocation = RevocationConfig()
 
     /// directory_url as an endpoint: ldap://HOST[:PORT] or ldapi://PATH (percent-encoded).
     public var directoryEndpoint: Endpoint? {

@@ -47,6 +47,7 @@ enum Readiness {
                 checks.append(crlCheck(listener, trust: trust, policy: policy, now: now, name: prefix + "crl"))
             }
 
+            if listener.config.revocation.ocsp != .off { checks.append(ocspCheck(listener, name: prefix + "ocsp")) }
             if listener.config.usesDirectory {
                 let directory = listener.directoryState.load(ordering: .relaxed)
                 checks.append(ReadinessCheck(

@@ -88,7 +88,9 @@ package struct ClientLogin {
         switch bind.authentication {
         case .sasl(let mechanism, let credentials) where mechanism.uppercased() == "EXTERNAL":
             let authzId = String(decoding: credentials ?? [], as: UTF8.self)
-            if authzId.isEmpty || (authzId.hasPrefix("dn:") && DistinguishedName.same(String(authzId.dropFirst(3)), entryDN)) {
+            // RFC 4513 §5.2.1.8 / RFC 4422: "dn:" is case-insensitive, and the DN is compared as a DN.
+            let namesEntry = authzId.prefix(3).lowercased() == "dn:" && DistinguishedName.same(String(authzId.dropFirst(3)), entryDN)
+            if authzId.isEmpty || namesEntry {
                 runsAs = .entry
                 return proxyAnswers(request, .success, "")
             }

@@ -59,6 +59,7 @@ final class ListenerMetrics: Sendable {
     let reloadFailures: Counter
     let directoryRequests: Counter
     let directoryCacheHits: Counter
+    let ocsp: OCSPMetrics
     private let registry: PrometheusCollectorRegistry
     private let name: String
 
@@ -105,6 +106,7 @@ final class ListenerMetrics: Sendable {
             descriptor: .init(namespace: "mtls_proxy", metricName: "directory_cache_hits", unitName: "total",
                               helpText: "Directory checks answered from the cache"),
             labels: labels)
+        ocsp = OCSPMetrics(registry: registry, labels: labels)
         reloadFailures = registry.makeCounter(
             descriptor: .init(namespace: "mtls_proxy", metricName: "listener_reload_failures", unitName: "total",
                               helpText: "Reloads of this listener that failed validation (the previous state was kept)"),

@@ -1,13 +1,13 @@
 /// One client, from accept to close: TLS handshake and verification, the optional
 /// directory check, the backend connect, the relay, and the close with its report.
 ///
-/// Phases: (readingProxyHeader) -> (awaitingStartTLS) -> handshaking -> (checkingDirectory) ->
+/// Phases: (readingProxyHeader) -> (awaitingStartTLS) -> handshaking -> (checkingRevocation) -> (checkingDirectory) ->
 /// connecting -> relaying -> closed, or -> lingering -> closed when the client is refused.
 /// No backend connection exists before the client's chain has been verified: nothing
 /// reaches the backend before that.
 /// Each phase sets `deadline` when it begins, and the one timer enforces it.
 final class ClientConnection: EventHandler {
-    enum Phase { case readingProxyHeader, awaitingStartTLS, handshaking, checkingDirectory, connecting, relaying, lingering, closed }
+    enum Phase { case readingProxyHeader, awaitingStartTLS, handshaking, checkingRevocation, checkingDirectory, connecting, relaying, lingering, closed }
 
     let id: UInt64
     let listener: ListenerRuntime
@@ -37,8 +37,12 @@ final class ClientConnection: EventHandler {
     private var peerChain: PeerChain?
     /// The verified chain, by which live revocation finds this connection.
     private(set) var chain: [ChainLink] = []
-    /// When the backend must have answered the proxy's own bind (client_auth).
-    private var bindDeadline: UInt64?
+    /// When the backend must have answered the proxy's own bind (client_auth: the opening
+    /// bind or a rebind), while one is under way.
+    private var bindDeadline: UInt64? {
+        guard let requests = relay?.requests, requests.interceptedMessageID != nil else { return nil }
+        return requests.bindSentAt + listener.config.connectTimeoutNanos
+    }
     /// The DN of the certificate's entry, whose identity requests carry (client_auth).
     private var entryDN: String?
     /// With verify_cert_in_directory: what the background re-check asks about.
@@ -75,31 +79,16 @@ final class ClientConnection: EventHandler {
         readProxyHeader()
     }
 
-    /// The balancer's header comes before the TLS bytes. It is peeked at until complete,
-    /// then exactly its bytes are taken: the TLS bytes after it stay in the socket.
+    /// The balancer's header comes before the TLS bytes.
     private func readProxyHeader() {
-        var bytes = [UInt8](repeating: 0, count: InboundProxyHeader.v2MaxLength)
-        let seen: Int
-        switch client.descriptor.peek(into: &bytes) {
-        case .processed(let n): seen = n
-        case .wouldBlock: return
-        case .closed, .failed:
-            report.refused(.badProxyHeader, metrics: listener.metrics)
-            return close(.refused, detail: "the connection ended before its PROXY header")
-        }
-        let mode = listener.config.proxyProtocolIn
-        switch InboundProxyHeader.parse(Array(bytes.prefix(seen)), v1: mode != .v2, v2: mode != .v1) {
-        case .incomplete:
-            return  // the rest brings a new edge; a header that never completes meets the deadline
+        switch ProxyHeaderReader.step(client.descriptor, mode: listener.config.proxyProtocolIn) {
+        case .waiting: return
         case .invalid(let why):
             report.refused(.badProxyHeader, metrics: listener.metrics)
             close(.refused, detail: why)
-        case .header(let length, let source):
-            var header = [UInt8](repeating: 0, count: length)
-            guard client.descriptor.receive(into: &header) == .processed(length) else {
-                return close(.error, detail: "could not take the PROXY header it had seen")
-            }
-            if let source, let address = SocketAddress(ipBytes: source.address, port: source.port) {
+        case .failed(let why): close(.error, detail: why)
+        case .taken(let address):
+            if let address {
                 report.proxiedBy = report.peer
                 report.peer = address
             }
@@ -176,6 +165,10 @@ final class ClientConnection: EventHandler {
         chain = result.chain
         peerChain = peer
         for adoption in result.adoptions { listener.announce(adoption) }
+        if listener.config.revocation.crlFetch && CRLWait.mayWait(result.refusal, chain: peer, links: chain, listener: listener) {
+            awaitingCRL = true  // decided once the first download of its issuer's CRL ended
+            return true
+        }
         guard let reason = result.refusal else { return true }
         report.refusal = reason
         tls.sendAlert(reason)
@@ -191,8 +184,66 @@ final class ClientConnection: EventHandler {
         listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
         worker.live.index(self)
         if listener.config.certMap == .subject { entryDN = report.identity?.subject }
+        if listener.config.revocation.ocsp != .off || awaitingCRL { return startRevocationCheck(now: now) }
         if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
         connectBackend(now: now)
+    }
+
+    // MARK: - Revocation services (OCSP)
+
+    /// Until when the OCSP answers this connection rests on hold (revoke_active asks again then).
+    private(set) var ocspUntil: Int?
+    /// crl_fetch: the chain lacked a CRL that is being downloaded for the first time.
+    private var awaitingCRL = false
+
+    /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say),
+    /// and, with crl_fetch, the first download of a missing CRL has ended.
+    private func startRevocationCheck(now: UInt64) {
+        guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
+        let ocsp = listener.config.revocation.ocsp != .off
+        enter(.checkingRevocation, until: now + (awaitingCRL ? CRLFetcher.firstWaitNanos : 0)
+            + (ocsp ? listener.config.revocation.ocspTimeoutNanos : 0) + 500_000_000)
+        if awaitingCRL {
+            awaitingCRL = false
+            return CRLWait.start(links: chain, listener: listener, loop: worker.loop) { [self] refusal in
+                guard phase == .checkingRevocation else { return }
+                if let refusal { return deny(refusal, detail: "no current CRL after waiting for its download") }
+                if ocsp { return startRevocationCheck(now: monotonicNanos()) }
+                revocationDecided(.pass(note: ""))
+            }
+        }
+        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
+            ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
+            revocationDecided(decision)
+        }
+    }
+
+    /// revoke_active: once the answers this connection rests on have expired, OCSP is
+    /// asked again; a fresh `revoked` closes it with a Notice of Disconnection. (No
+    /// usable answer leaves it open: what was checked at the handshake still stands.)
+    func recheckRevocation(now: Int) {
+        guard phase == .relaying, closing == nil, let until = ocspUntil, until <= now, let peerChain else { return }
+        ocspUntil = nil  // one re-check at a time
+        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [weak self] decision, until in
+            guard let self, self.phase == .relaying else { return }
+            self.ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(self.listener.config.revocation)
+            if case .refuse(.revoked, let detail) = decision {
+                self.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: detail + " (fresh OCSP answer)")
+            }
+        }
+    }
+
+    private func revocationDecided(_ decision: OCSPPolicy.Decision) {
+        guard phase == .checkingRevocation else { return }
+        switch decision {
+        case .pass(let note):
+            if !note.isEmpty { report.ocsp = note }
+            let now = monotonicNanos()
+            if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
+            connectBackend(now: now)
+        case .refuse(let reason, let detail):
+            deny(reason, detail: detail)
+        }
     }
 
     // MARK: - Directory
@@ -252,7 +303,6 @@ final class ClientConnection: EventHandler {
             let requests = ClientRequests(login: login, maxRequestSize: config.maxRequestSize, bindDN: config.backendBindDN,
                                           bindPassword: listener.backendPassword, preface: preface)
             relay = Relay(client: tls, backend: backend, pool: worker.pool, requests: requests)
-            if requests.awaitingOpeningBind { bindDeadline = monotonicNanos() + config.connectTimeoutNanos }
         } else {
             relay = Relay(client: tls, backend: backend, pool: worker.pool, preface: preface)
         }
@@ -272,6 +322,7 @@ final class ClientConnection: EventHandler {
     private func relayed(_ outcome: Relay<TLSSession, StreamSocket>.Outcome) {
         switch outcome {
         case .open(let moved):
+            if let bindDeadline { timer.arm(at: bindDeadline) }  // no-op unless earlier than what is armed
             guard moved, let relay else { return }
             touch()
             report.publishBytes(fromClient: relay.bytesFromClient, toClient: relay.bytesToClient, metrics: listener.metrics)
@@ -307,7 +358,7 @@ final class ClientConnection: EventHandler {
             case .relaying:
                 relay!.noteClientEvents(events)
                 relayed(relay!.pump())
-            case .checkingDirectory, .connecting, .closed: break
+            case .checkingRevocation, .checkingDirectory, .connecting, .closed: break
             }
         } else if let backend, fd == backend.raw {
             backend.noteEvents(events)
@@ -340,6 +391,10 @@ final class ClientConnection: EventHandler {
             handshakeYielded = false
             driveHandshake()
             if phase != .handshaking || handshakeYielded { return }
+        case .checkingRevocation where now >= deadline:
+            return revocationDecided(OCSPPolicy.decide([OCSPPolicy.Checked(
+                serial: report.identity?.serialHex ?? "", outcome: .failure(.unavailable("no OCSP answer in time")))],
+                policy: listener.config.revocation.ocspPolicy))
         case .checkingDirectory where now >= deadline:
             return directoryDecided(DirectoryGate.decision(.unavailable("the directory did not answer in time"), listener: listener,
                                                            peer: report.peer, subject: report.identity?.subject ?? ""))
@@ -348,7 +403,7 @@ final class ClientConnection: EventHandler {
         case .lingering where now >= deadline:
             return close(.refused)
         case .relaying:
-            if let bindDeadline, closing == nil, relay?.requests?.awaitingOpeningBind == true {
+            if let bindDeadline, closing == nil {
                 if now >= bindDeadline {
                     report.refused(.backendBindFailed, metrics: listener.metrics)
                     let detail = "the backend did not answer the proxy's bind within \(ConfigDuration.describe(listener.config.connectTimeoutNanos))"
@@ -407,6 +462,8 @@ final class ClientConnection: EventHandler {
     /// in flight to the client to finish, sends `notice` (a Notice of Disconnection),
     /// then closes. Nothing more from the client reaches the backend meanwhile.
     func closeWithNotice(_ notice: [UInt8], end: ConnectionEnd, detail: String) {
+        // Revoked while its OCSP or CRL check is pending: refused as at the handshake.
+        if phase == .checkingRevocation && end == .revoked { return deny(.revoked, detail: detail) }
         guard phase == .relaying, closing == nil, let relay else { return close(end, detail: detail) }
         closing = (end, detail, monotonicNanos() + Self.boundaryWaitNanos)
         timer.arm(at: closing!.deadline)
@@ -417,7 +474,7 @@ final class ClientConnection: EventHandler {
     /// descriptors closed, buffers back to the pool, and the report.
     func close(_ end: ConnectionEnd, detail: String? = nil) {
         guard phase != .closed else { return }
-        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory,
+        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory || phase == .checkingRevocation,
            relay?.closeNotifySent != true {
             _ = tls.finishWriting()  // best effort: never waits
         }

@@ -30,7 +30,15 @@ final class ClientRequests {
     private var answersSent = 0
     /// The proxy's bind on the backend is under way with this messageID.
     private(set) var interceptedMessageID: Int?
+    /// A bind of the client's own went to the backend with this messageID and its
+    /// response has not come yet: any request now is a protocol error (RFC 4511 §4.2.1:
+    /// nothing may follow a BindRequest until its response). An abandon of that bind, or
+    /// a request slapd holds back while it waits to write, could otherwise leave the
+    /// backend connection bound as the proxy while no control is sent any more.
+    private(set) var ownBindInProgress: Int?
     /// What the client is told once that bind succeeds (nil for the opening bind).
+    /// When the proxy's bind (opening or rebind) went out, for its deadline.
+    private(set) var bindSentAt: UInt64 = 0
     private var answerAfterBind: [UInt8]?
     private(set) var requestCount = 0
     /// The backend refused the proxy's bind: nothing more goes to it.
@@ -41,6 +49,9 @@ final class ClientRequests {
     static let openingBindID = 1
     /// Answers the client has not read yet stop the reading of its requests at this size.
     static let answerBacklogLimit = 64 * 1024
+    /// Requests the backend has not taken yet stop the reading at this size: pipelined
+    /// requests go out together, and memory stays bounded.
+    static let forwardBacklogLimit = 64 * 1024
 
     init(login: ClientLogin, maxRequestSize: Int, bindDN: String?, bindPassword: [UInt8], preface: [UInt8]) {
         self.login = login
@@ -51,16 +62,17 @@ final class ClientRequests {
         if login.mode != .none {
             forward += LDAPMessages.bindRequest(id: Self.openingBindID, dn: self.bindDN, password: bindPassword)
             interceptedMessageID = Self.openingBindID
+            bindSentAt = monotonicNanos()
         }
     }
 
     // MARK: - Client to backend
 
     /// Whether requests are taken now: not while the proxy's bind is under way, nor
-    /// while the last request is still going out, nor while the client leaves its
-    /// answers unread.
+    /// while the backend or the client leave too much unread.
     var takesRequests: Bool {
-        interceptedMessageID == nil && !bindRefused && forwardSent == forward.count && answers.count - answersSent < Self.answerBacklogLimit
+        interceptedMessageID == nil && !bindRefused && forward.count - forwardSent < Self.forwardBacklogLimit
+            && answers.count - answersSent < Self.answerBacklogLimit
     }
 
     /// Takes the client's bytes from `input` while requests are taken, acting on each
@@ -118,13 +130,19 @@ final class ClientRequests {
         let request: LDAPRequest
         do { request = try LDAPRequest(decoding: message) } catch { return protocolError("malformed request: \(error)") }
         requestCount += 1
+        if let pending = ownBindInProgress {
+            return protocolError("a request (messageID \(request.messageID)) while the bind with messageID \(pending) was in progress")
+        }
         switch login.step(request, message: message) {
-        case .forward(let bytes): send(bytes)
+        case .forward(let bytes):
+            if request.operation == .bind { ownBindInProgress = request.messageID }
+            send(bytes)
         case .answer(let bytes): answers += bytes
         case .drop: break
         case .rebindThenAnswer(let id, let answer):
             send(LDAPMessages.bindRequest(id: id, dn: bindDN, password: bindPassword))
             interceptedMessageID = id
+            bindSentAt = monotonicNanos()
             answerAfterBind = answer
         }
         return nil
@@ -133,10 +151,11 @@ final class ClientRequests {
     private func send(_ bytes: [UInt8]) {
         if forwardSent == forward.count {
             forward = bytes
-            forwardSent = 0
         } else {
+            forward.removeFirst(forwardSent)  // at most a backlog's worth
             forward += bytes
         }
+        forwardSent = 0
     }
 
     private func protocolError(_ detail: String) -> Stop {
@@ -170,6 +189,9 @@ final class ClientRequests {
         return result
     }
 
+    /// The backend's response to the client's own bind is on its way to the client.
+    func ownBindAnswered() { ownBindInProgress = nil }
+
     /// The backend answered the proxy's bind (`response` is the whole message).
     func backendAnsweredBind(_ response: [UInt8]) -> Stop? {
         interceptedMessageID = nil
@@ -185,7 +207,4 @@ final class ClientRequests {
         answerAfterBind = nil
         return nil
     }
-
-    /// Whether the proxy's opening bind is still under way.
-    var awaitingOpeningBind: Bool { interceptedMessageID != nil && login.mode != .none && requestCount == 0 && answerAfterBind == nil }
 }

@@ -20,6 +20,8 @@ struct ConnectionReport {
     var refusal: RefusalReason?
     /// What went wrong, when the end itself does not say (a GnuTLS error, a directory answer).
     var failureDetail: String?
+    /// What OCSP said, when it was asked (good, or why a best-effort check let it pass).
+    var ocsp: String?
     private var reportedFromClient = 0
     private var reportedToClient = 0
 
@@ -75,6 +77,7 @@ struct ConnectionReport {
         if resumed { metadata["resumed"] = "yes" }
         if let proxiedBy { metadata["via"] = "\(proxiedBy)" }
         if let alertReceived { metadata["alert"] = "\(alertReceived)" }
+        if let ocsp { metadata["ocsp"] = "\(ocsp)" }
         if let refusal { metadata["reason"] = "\(refusal.rawValue)" }
         if let detail = detail ?? failureDetail { metadata["detail"] = "\(detail)" }
         let level: Logger.Level = (end == .closed || end == .idleTimeout || end == .revoked) ? .info : .warning

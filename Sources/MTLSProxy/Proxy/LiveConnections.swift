@@ -1,7 +1,7 @@
 /// The open connections of one event loop, and what may end them from outside: a new
 /// CRL (live revocation), a certificate removed from its directory entry, shutdown.
 final class LiveConnections {
-    private var all: [UInt64: ClientConnection] = [:]
+    private(set) var all: [UInt64: ClientConnection] = [:]
     /// Verified connections by every certificate of their chain: a new CRL finds the
     /// connections it revokes with one lookup per revoked serial (or per indexed
     /// certificate, whichever is fewer), never by scanning all connections.

@@ -54,6 +54,21 @@ public struct LoadedConfiguration {
         self.backendPasswords = backendPasswords
     }
 
+    /// What the listener does with the client's LDAP messages.
+    private static func ldapSummary(_ listener: ListenerConfig) -> String {
+        let tls = listener.tls == .starttls ? "StartTLS on a plain port" : "LDAPS"
+        switch listener.clientAuth {
+        case .none where listener.tls == .implicit:
+            return "\(tls), bytes relayed unchanged (client_auth = none)"
+        case .none:
+            return "\(tls), requests relayed unchanged after the upgrade (client_auth = none), at most \(listener.maxRequestSize) bytes each"
+        case .saslExternal, .certificate:
+            let mapping = listener.certMap == .subject ? "the subject DN" : "a search under \(listener.certMapBase ?? "")"
+            return "\(tls), the certificate is the login (client_auth = \(listener.clientAuth.rawValue)): the entry is \(mapping); "
+                + "the proxy binds as \(listener.backendBindDN ?? "") and proxies for it; requests at most \(listener.maxRequestSize) bytes"
+        }
+    }
+
     /// A bind password from its file, without the line end an editor adds.
     private static func password(_ file: String?, listener: ListenerConfig) throws(StartupError) -> [UInt8] {
         guard let file else { return [] }
@@ -97,6 +112,7 @@ public struct LoadedConfiguration {
             } else {
                 lines.append("  CRLs: none (no crl_dir): revocation is not checked")
             }
+            lines.append("  LDAP: " + Self.ldapSummary(listener))
         }
         return lines.joined(separator: "\n")
     }
@@ -187,6 +203,7 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 self.forEachWorker { $0.closeRevoked(listener: listener, trust: trust) }
             }
             try reloader?.start()
+            CRLFetcher.shared.start(listeners)  // crl_fetch (a thread only when a listener has it)
         } catch {
             throw .system("cannot start: \(error)")
         }

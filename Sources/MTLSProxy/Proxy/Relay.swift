@@ -217,11 +217,11 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
     }
 
     /// Between two messages of the backend, the proxy's answers go first, and the
-    /// response to the proxy's own bind is taken out. Within a message, only its rest
-    /// may go while either is waiting.
+    /// response to the proxy's own bind is taken out (the response to a client's own bind
+    /// is only noticed). Within a message, only its rest may go while any is waiting.
     private func messageStep(_ requests: ClientRequests) -> MessageStep {
         if client.hasPendingWrite && !answerWritePending { return .drain(upTo: .max) }  // the queued record first
-        let waiting = requests.hasAnswers || requests.interceptedMessageID != nil
+        let waiting = requests.hasAnswers || requests.interceptedMessageID != nil || requests.ownBindInProgress != nil
         if !waiting { return .drain(upTo: .max) }
         if !framer.isAtBoundary {
             let toBoundary = toClient.withReadable { framer.bytesToBoundary(in: $0) }
@@ -238,15 +238,19 @@ final class Relay<Client: RelayStream, Backend: RelayStream> {
             case .failed(let why): return .failed(why)
             }
         }
-        guard let id = requests.interceptedMessageID else { return .drain(upTo: .max) }
+        if requests.interceptedMessageID == nil && requests.ownBindInProgress == nil { return .drain(upTo: .max) }
         switch toClient.withReadable({ LDAPResponseHead.read($0) }) {
         case .incomplete:
             if backendDone { return .failed("the backend closed before it answered the proxy's bind") }
             return .waitForBackend
         case .notLDAP:
             return .failed("the backend's answer is not LDAP")
-        case .message(let messageID, let length):
-            guard messageID == id else { return .drain(upTo: length) }
+        case .message(let messageID, let operationTag, let length):
+            // Only a BindResponse answers a bind: another message of that ID (a misbehaving
+            // client's search under the same ID) goes on to the client.
+            let isBindResponse = operationTag == LDAPResponseHead.bindResponseTag
+            if isBindResponse && messageID == requests.ownBindInProgress { requests.ownBindAnswered() }
+            guard isBindResponse && messageID == requests.interceptedMessageID else { return .drain(upTo: length) }
             guard length <= toClient.count else {
                 if length > BufferPool.bufferSize { return .failed("the backend's bind response is \(length) bytes") }
                 return backendDone ? .failed("the backend closed within its bind response") : .waitForBackend

@@ -40,6 +40,9 @@ final class Worker {
                 })
             }
         }
+        for acceptor in acceptors where acceptor.listener.config.revocation.ocsp != .off && acceptor.listener.config.revokeActive {
+            rechecks.append(OCSPRecheck.start(acceptor.listener, worker: self))
+        }
         for acceptor in acceptors {
             loop.register(fd: acceptor.fd, events: Epoll.input, handler: acceptor)
             acceptor.listener.boundWorkers.add(1, ordering: .relaxed)

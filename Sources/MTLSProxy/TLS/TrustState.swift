@@ -21,6 +21,8 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
     /// Trusted CAs by DER subject: how the revocation check walks up a chain.
     let caBySubject: [[UInt8]: CertificateInfo]
     let caCount: Int
+    /// The DER of the trusted CAs by subject: what OCSP requests and answers need.
+    let caDERBySubject: [[UInt8]: [UInt8]]
     let crls: CRLSet
     /// CAs that clients send (not in the bundle) and the held CRLs they signed.
     let clientIssuers: ClientIssuers
@@ -72,6 +74,7 @@ final class TrustState: @unchecked Sendable, CRLLookup {  // immutable after ini
         for ca in cas { bySubject[ca.rawSubject] = ca }
         caBySubject = bySubject
         caCount = cas.count
+        caDERBySubject = config.revocation.ocsp == .off && !config.revocation.crlFetch ? [:] : X509List.derBySubject(pem: caBytes)
 
         var crlSet = CRLSet()
         if let dir = config.crlDir {

@@ -33,6 +33,11 @@ public enum RefusalReason: String, Sendable, CaseIterable {
     case startTLSRequired = "starttls_required"
     /// client_auth: the backend refused the proxy's own bind (backend_bind_dn).
     case backendBindFailed = "backend_bind_failed"
+    /// ocsp with ocsp_policy = strict: no usable OCSP answer (unreachable, timeout,
+    /// HTTP error, malformed, bad signature, stale, about another certificate).
+    case ocspUnavailable = "ocsp_unavailable"
+    /// ocsp with ocsp_policy = strict: the responder answered `unknown`.
+    case ocspUnknown = "ocsp_unknown"
 
     /// The TLS alert number the client is sent (TLS 1.2 has no certificate_required).
     func alert(tls13: Bool) -> UInt32 {
@@ -42,7 +47,7 @@ public enum RefusalReason: String, Sendable, CaseIterable {
         case .revoked: return GNUTLS_A_CERTIFICATE_REVOKED.rawValue
         case .expired: return GNUTLS_A_CERTIFICATE_EXPIRED.rawValue
         // Revocation status unknown: "some other issue rendering it unacceptable".
-        case .crlMissing, .crlExpired: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
+        case .crlMissing, .crlExpired, .ocspUnavailable, .ocspUnknown: return GNUTLS_A_CERTIFICATE_UNKNOWN.rawValue
         case .notYetValid, .wrongPurpose, .badCertificate: return GNUTLS_A_BAD_CERTIFICATE.rawValue
         // The PROXY refusals come before TLS: no alert goes out for them.
         case .handshakeFailed, .handshakeTimeout, .badProxyHeader, .untrustedProxy: return GNUTLS_A_HANDSHAKE_FAILURE.rawValue

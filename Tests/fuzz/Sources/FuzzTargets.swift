@@ -5,6 +5,7 @@ let fuzzTargets: [String: @Sendable ([UInt8]) -> Void] = [
     "config": fuzzConfig,
     "crl": fuzzCRLFile,
     "http-head": fuzzHTTPHead,
+    "http-reply": fuzzHTTPReply,
     "ldap-decode": fuzzLDAPDecode,
     "ldap-filter": fuzzLDAPFilter,
     "ldap-framer": fuzzLDAPFramer,
