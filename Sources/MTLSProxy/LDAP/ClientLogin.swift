@@ -38,6 +38,8 @@ package struct ClientLogin {
     package let mode: ClientAuth
     /// The DN of the certificate's entry (`cert_map`).
     package let entryDN: String
+    /// `dn:` + entryDN, made once: every forwarded request carries it.
+    private let entryAuthzId: String
     package private(set) var runsAs: RunsAs
     /// Whether the backend connection is bound as the proxy: false once a client's own
     /// bind was passed on, true again after the proxy's rebind.
@@ -46,6 +48,7 @@ package struct ClientLogin {
     package init(mode: ClientAuth, entryDN: String) {
         self.mode = mode
         self.entryDN = entryDN
+        entryAuthzId = "dn:" + entryDN
         runsAs = mode == .certificate ? .entry : .anonymous
     }
 
@@ -77,7 +80,7 @@ package struct ClientLogin {
         default: break
         }
         switch runsAs {
-        case .entry: return .forward(request.withProxiedAuthorization("dn:" + entryDN))
+        case .entry: return .forward(request.withProxiedAuthorization(entryAuthzId))
         case .anonymous: return .forward(request.withProxiedAuthorization(""))
         case .ownBind: return .forward(request.reencoded())
         }
