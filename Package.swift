@@ -52,6 +52,8 @@ let package = Package(
 // libFuzzer targets (scripts/fuzz), only when asked for: they have no main of their own
 // (libFuzzer's comes with -sanitize=fuzzer), so a plain `swift build` must not see them.
 if Context.environment["MTLS_PROXY_FUZZ"] == "1" {
-    package.targets.append(.executableTarget(name: "mtls-fuzz", dependencies: ["MTLSProxy", "CGnuTLSShim"], path: "Tests/fuzz/Sources"))
+    package.targets.append(.executableTarget(
+        name: "mtls-fuzz", dependencies: ["MTLSProxy", "CGnuTLSShim", .product(name: "SwiftASN1", package: "swift-asn1")],
+        path: "Tests/fuzz/Sources"))
     package.products.append(.executable(name: "mtls-fuzz", targets: ["mtls-fuzz"]))
 }

@@ -43,6 +43,8 @@ final class ClientLoginTests: XCTestCase {
         XCTAssertEqual(login.runsAs, .anonymous, "a failed bind leaves the connection anonymous")
         XCTAssertEqual(forwardedAuthz(step(&login, TestLDAP.search(3))), "")
         XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(4, credentials: "u:alice"))), 50)
+        XCTAssertEqual(answerCode(step(&login, TestLDAP.saslBind(5, credentials: "DN:uid=alice,ou=people,dc=example,dc=com"))), 0,
+                       "the dn: prefix is case-insensitive")
     }
 
     func testAClientsOwnProxiedAuthorizationIsRefusedAndNeverForwarded() {
@@ -110,6 +112,45 @@ final class ClientLoginTests: XCTestCase {
         XCTAssertEqual(Array(bare[2..<(2 + TestLDAP.search(7).count - 2)]), Array(TestLDAP.search(7)[2...]))
     }
 
+    /// The rewrite writes its DER by hand: it must be the bytes swift-asn1's serializer
+    /// writes for the same envelope, long-form lengths (128+, 256+, 65,536+) included.
+    func testTheRewriteIsTheDEREncodingOfTheEnvelope() throws {
+        let control: (type: String, critical: Bool, value: [UInt8]?) = ("1.2.840.113556.1.4.319", false, [0x30, 0x05, 0x02, 0x01, 0x05, 0x04, 0x00])
+        for clientControls in [0, 1, 4] {
+            for authzLength in [0, 3, 90, 127, 128, 200, 255, 256, 70_000] {
+                let original = TestLDAP.search(300, controls: Array(repeating: control, count: clientControls))
+                let authzId = "dn:" + String(repeating: "x", count: authzLength)
+                let rewritten = try LDAPRequest(decoding: original).withProxiedAuthorization(authzId)
+                XCTAssertEqual(rewritten, try Self.serializerRewrite(original, authzId), "\(clientControls) controls, authzId of \(authzLength + 3)")
+            }
+        }
+    }
+
+    /// The envelope as swift-asn1 writes it: messageID and operation as they came, the
+    /// client's controls, then the proxied authorization control.
+    private static func serializerRewrite(_ message: [UInt8], _ authzId: String) throws -> [UInt8] {
+        guard case .constructed(let parts) = try BER.parse(message).content else { throw DecodeFailure() }
+        let nodes = Array(parts)
+        var clientControls: [ArraySlice<UInt8>] = []
+        if nodes.count == 3, case .constructed(let list) = nodes[2].content { clientControls = list.map(\.encodedBytes) }
+        var serializer = DER.Serializer()
+        try serializer.appendConstructedNode(identifier: .sequence) { envelope in
+            envelope.serializeRawBytes(nodes[0].encodedBytes)
+            envelope.serializeRawBytes(nodes[1].encodedBytes)
+            try envelope.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) { list in
+                for control in clientControls { list.serializeRawBytes(control) }
+                try list.appendConstructedNode(identifier: .sequence) { control in
+                    try control.serialize(ASN1OctetString(contentBytes: ArraySlice("2.16.840.1.113730.3.4.18".utf8)))
+                    try control.serialize(true)
+                    try control.serialize(ASN1OctetString(contentBytes: ArraySlice(authzId.utf8)))
+                }
+            }
+        }
+        return serializer.serializedBytes
+    }
+
+    private struct DecodeFailure: Error {}
+
     func testMalformedRequestsAreRefused() {
         let cases: [(String, [UInt8])] = [
             ("not a sequence", [0x04, 0x01, 0x00]),
@@ -129,6 +170,45 @@ final class ClientLoginTests: XCTestCase {
         }
     }
 
+    func testEveryRequestIsCheckedAtEveryDepthAndForwardedAsCanonicalDER() throws {
+        // Hidden elements slapd would read as controls or attribute lists.
+        let trailing = TestLDAP.message(2) { op in
+            try op.appendConstructedNode(identifier: TestLDAP.app(23)) { ext in
+                ext.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) {
+                    $0.append(contentsOf: LDAPRequest.whoAmIName.utf8)
+                }
+                ext.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 1, tagClass: .contextSpecific)) { $0.append(1) }
+                try ext.serialize(ASN1OctetString(contentBytes: [0x78]))
+            }
+        }
+        XCTAssertThrowsError(try LDAPRequest(decoding: trailing), "an element after requestValue")
+        let nulOID: [(type: String, critical: Bool, value: [UInt8]?)] = [("2.16.840.1.113730.3.4.18\u{0}", true, Array("dn:x".utf8))]
+        XCTAssertThrowsError(try LDAPRequest(decoding: TestLDAP.search(3, controls: nulOID)), "a NUL in the controlType")
+        let badFilter = TestLDAP.message(4) { op in
+            try op.appendConstructedNode(identifier: TestLDAP.app(3)) { search in
+                try search.serialize(ASN1OctetString(contentBytes: []))
+                try 0.serialize(into: &search, withIdentifier: .enumerated)
+                try 0.serialize(into: &search, withIdentifier: .enumerated)
+                try search.serialize(0)
+                try search.serialize(0)
+                try search.serialize(false)
+                try search.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 3, tagClass: .contextSpecific)) { ava in
+                    for part in ["uid", "bob", "mail"] { try ava.serialize(ASN1OctetString(contentBytes: ArraySlice(part.utf8))) }
+                }
+                try search.appendConstructedNode(identifier: .sequence) { _ in }
+            }
+        }
+        XCTAssertThrowsError(try LDAPRequest(decoding: badFilter), "an AVA of three elements")
+
+        // BER a client may write (long-form lengths) is accepted and goes on as DER.
+        let der = TestLDAP.search(5)
+        var ber: [UInt8] = [0x30, 0x82, 0x00, UInt8(der.count - 2)]  // the same message, its length in long form
+        ber += der[2...]
+        let request = try LDAPRequest(decoding: ber)
+        XCTAssertEqual(request.reencoded(), der)
+        XCTAssertEqual(Array(request.withProxiedAuthorization("dn:x").prefix(2)), [0x30, UInt8(der.count - 2 + 2 + 37)], "controls [0] around one 37-byte control")
+    }
+
     func testDistinguishedNamesCompareAsDNs() {
         XCTAssertTrue(DistinguishedName.same("UID=alice,OU=people,DC=example,DC=com", "uid=Alice, ou=People,dc=example,dc=com"))
         XCTAssertTrue(DistinguishedName.same("0.9.2342.19200300.100.1.1=alice,ou=people", "uid=alice,ou=people"))
@@ -138,6 +218,9 @@ final class ClientLoginTests: XCTestCase {
         XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice"))
         XCTAssertFalse(DistinguishedName.same("uid=alice,ou=people", "uid=alice;ou=other"))
         XCTAssertFalse(DistinguishedName.same("garbage", "garbage"), "not a DN at all")
+        XCTAssertFalse(DistinguishedName.same("uid=alice\\,ou=people\\,dc=example\\,dc=com", "uid=alice,ou=people,dc=example,dc=com"),
+                       "one RDN with escaped commas is not three RDNs")
+        XCTAssertFalse(DistinguishedName.same("cn=a\\+sn=b,o=x", "cn=a+sn=b,o=x"), "an escaped plus is not a multi-valued RDN")
     }
 
     func testResponseHeadsFindTheMessageIDBeforeTheRestArrives() {

@@ -15,23 +15,11 @@ final class MessageRelayTests: XCTestCase {
                        bindDN: "cn=proxy,dc=example,dc=com", bindPassword: Array("pw".utf8), preface: preface)
     }
 
+    /// Drives the relay until it is no longer open (a stop, a failure) or `rounds` pass.
     private func pumpAll(_ relay: Relay<MemoryStream, MemoryStream>, rounds: Int, between: () -> Void = {})
         -> Relay<MemoryStream, MemoryStream>.Outcome
     {
-        var outcome = Relay<MemoryStream, MemoryStream>.Outcome.open(moved: false)
-        for _ in 0..<rounds {
-            between()
-            relay.clientReadable = true
-            relay.clientWritable = true
-            relay.backendReadable = true
-            relay.backendWritable = true
-            outcome = relay.pump()
-            switch outcome {
-            case .open: continue
-            default: return outcome
-            }
-        }
-        return outcome
+        drive(relay, rounds: rounds, between: between) { if case .open = $0 { return false } else { return true } }
     }
 
     func testTheBindComesFirstItsAnswerIsTakenOutAndAnswersLandBetweenMessages() {

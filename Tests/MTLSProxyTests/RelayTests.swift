@@ -95,27 +95,6 @@ final class MemoryStream: RelayStream {
 final class RelayTests: XCTestCase {
     private let pool = BufferPool()
 
-    /// Pumps with every side marked ready (as if each had an event) until `done` holds
-    /// or `rounds` pumps went by; returns the last outcome.
-    @discardableResult
-    private func drive(_ relay: Relay<MemoryStream, MemoryStream>, rounds: Int = 1000,
-                       between: () -> Void = {}, until done: (Relay<MemoryStream, MemoryStream>.Outcome) -> Bool = { _ in false })
-        -> Relay<MemoryStream, MemoryStream>.Outcome
-    {
-        var outcome = Relay<MemoryStream, MemoryStream>.Outcome.open(moved: false)
-        for _ in 0..<rounds {
-            between()
-            relay.clientReadable = true
-            relay.clientWritable = true
-            relay.backendReadable = true
-            relay.backendWritable = true
-            outcome = relay.pump()
-            if done(outcome) { break }
-            if case .failed = outcome { break }
-        }
-        return outcome
-    }
-
     private func bytes(_ count: Int, _ random: inout SeededRandom) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: count)
         out.withUnsafeMutableBytes { raw in

@@ -3,11 +3,15 @@
  * proxy's GnuTLS), so that the proxies are measured by a client path independent of
  * the one under test.
  *
- *   loadgen backend PORT
- *       echo server on 127.0.0.1:PORT (epoll, one thread), runs until killed
- *   loadgen full|resume HOST PORT CA CERT KEY SECONDS PROCESSES
- *       connect, mTLS handshake (resume: with the previous session's ticket), one
- *       LDAP-sized request and its echo, close; in PROCESSES processes for SECONDS
+ *   loadgen backend PORT [ldap]
+ *       echo server on 127.0.0.1:PORT (epoll, one thread), runs until killed; with
+ *       `ldap`, an LDAP server instead (see ldap_answer): a BindRequest gets a
+ *       BindResponse success, any other request a 45-byte response with its messageID
+ *   loadgen full|resume|starttls HOST PORT CA CERT KEY SECONDS PROCESSES
+ *       connect, mTLS handshake (resume: with the previous session's ticket; starttls:
+ *       after the StartTLS extended request and its success response in plain LDAP),
+ *       one LDAP-sized request and its 45-byte answer, close; in PROCESSES processes
+ *       for SECONDS
  *   loadgen reqresp HOST PORT CA CERT KEY SECONDS CONNECTIONS
  *       request/response on CONNECTIONS persistent connections; latency histogram
  *   loadgen bulk HOST PORT CA CERT KEY MEGABYTES
@@ -15,8 +19,11 @@
  *   loadgen idle HOST PORT CA CERT KEY COUNT SECONDS
  *       opens COUNT connections (one round trip each), prints "holding", holds them
  *       for SECONDS, closes
- *   loadgen probe HOST PORT CA CERT|- KEY|-
- *       one round trip; exit 0 when it succeeds (the acceptance pass)
+ *   loadgen probe|probe-starttls HOST PORT CA CERT|- KEY|- [MARK]
+ *       one round trip (probe-starttls: through StartTLS); exit 0 when it succeeds (the
+ *       acceptance pass); with MARK (a letter), the answer must come from an ldap
+ *       backend and carry that mark: A = the request bore a proxied authorization
+ *       control, P = it bore no control
  *
  * Every mode prints one JSON line. Every loop is bounded by a count or a deadline.
  */
@@ -45,6 +52,22 @@ static const unsigned char request[] = {
     0x30, 0x2b, 0x02, 0x01, 0x02, 0x63, 0x26, 0x04, 0x00, 0x0a, 0x01, 0x00, 0x0a, 0x01, 0x00, 0x02,
     0x01, 0x00, 0x02, 0x01, 0x00, 0x01, 0x01, 0x00, 0x87, 0x0b, 0x6f, 0x62, 0x6a, 0x65, 0x63, 0x74,
     0x43, 0x6c, 0x61, 0x73, 0x73, 0x30, 0x06, 0x04, 0x01, 0x2a, 0x04, 0x01, 0x2b};
+
+/* The StartTLS extended request (RFC 4511 §4.14.1), messageID 1, 31 bytes. */
+static const unsigned char starttls_request[] = {
+    0x30, 0x1d, 0x02, 0x01, 0x01, 0x77, 0x18, 0x80, 0x16, '1', '.', '3', '.', '6', '.', '1', '.', '4', '.',
+    '1', '.', '1', '4', '6', '6', '.', '2', '0', '0', '3', '7'};
+
+/* The answer to `request` is 45 bytes whose envelope is the request's (SEQUENCE of 43,
+ * messageID 2): the echo backend sends the request back, the ldap backend a
+ * SearchResultDone of the same size. */
+static int answer_ok(const unsigned char *reply) {
+    return reply[0] == 0x30 && reply[1] == 0x2b && reply[2] == 0x02 && reply[3] == 0x01 && reply[4] == 0x02;
+}
+
+/* The ldap backend's mark in its SearchResultDone (first diagnosticMessage byte), 0 for
+ * an echo. */
+static unsigned char answer_mark(const unsigned char *reply) { return reply[5] == 0x65 ? reply[14] : 0; }
 
 static double now(void) {
     struct timespec ts;
@@ -91,12 +114,66 @@ static SSL_CTX *client_ctx(const char *ca, const char *cert, const char *key) {
     return ctx;
 }
 
-/* One connection: handshake (resuming *session if set), one request, its echo, close.
- * Returns 1 on success; *reused says whether the session was resumed. Replaces
- * *session with the newest one the server gave. */
-static int one_round_trip(SSL_CTX *ctx, const char *host, int port, SSL_SESSION **session, int *reused) {
+/* Reads one whole LDAPMessage from a blocking socket into buf; its length, or -1. */
+static int read_ldap_message(int fd, unsigned char *buf, size_t cap) {
+    size_t got = 0, need = 2, total = 0;
+    while (got < need) {
+        ssize_t n = recv(fd, buf + got, need - got, 0);
+        if (n <= 0) return -1;
+        got += (size_t)n;
+        if (total == 0 && got >= 2) {
+            if (buf[0] != 0x30) return -1;
+            size_t header = 2, length = buf[1];
+            if (length & 0x80) {
+                size_t octets = length & 0x7f;
+                if (octets < 1 || octets > 3) return -1;
+                header += octets;
+                if (got < header) {
+                    need = header;
+                    continue;
+                }
+                length = 0;
+                for (size_t i = 0; i < octets; i++) length = length << 8 | buf[2 + i];
+            }
+            total = header + length;
+            if (total > cap) return -1;
+            need = total;
+        }
+    }
+    return (int)total;
+}
+
+/* StartTLS in plain LDAP on fd: the extended request, then its response, which must be
+ * an ExtendedResponse with resultCode success (0). Returns 1 when TLS may start. */
+static int start_tls(int fd) {
+    if (send(fd, starttls_request, sizeof starttls_request, MSG_NOSIGNAL) != (ssize_t)sizeof starttls_request) return 0;
+    unsigned char response[512];
+    int n = read_ldap_message(fd, response, sizeof response);
+    if (n < 0) return 0;
+    /* SEQUENCE { messageID INTEGER, [APPLICATION 24] { resultCode ENUMERATED, ... } } */
+    size_t at = response[1] & 0x80 ? 2 + (response[1] & 0x7f) : 2;
+    if (at + 2 > (size_t)n || response[at] != 0x02) return 0;
+    at += 2 + response[at + 1];
+    if (at + 2 > (size_t)n || response[at] != 0x78) return 0;
+    at += response[at + 1] & 0x80 ? 2 + (response[at + 1] & 0x7f) : 2;
+    return at + 3 <= (size_t)n && response[at] == 0x0a && response[at + 1] == 0x01 && response[at + 2] == 0;
+}
+
+/* One connection: (StartTLS,) handshake (resuming *session if set), one request, its
+ * answer, close. Returns 1 on success; *reused says whether the session was resumed,
+ * *mark the ldap backend's mark on the answer. Replaces *session with the newest one
+ * the server gave. */
+static int one_round_trip(SSL_CTX *ctx, const char *host, int port, SSL_SESSION **session, int *reused, int starttls,
+                          unsigned char *mark) {
     int fd = tcp_connect(host, port);
     if (fd < 0) return 0;
+    /* Every wait is bounded: a proxy that stops answering fails the round trip. */
+    struct timeval limit = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    if (starttls && !start_tls(fd)) {
+        close(fd);
+        return 0;
+    }
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
     SSL_set_tlsext_host_name(ssl, "localhost");
@@ -110,7 +187,8 @@ static int one_round_trip(SSL_CTX *ctx, const char *host, int port, SSL_SESSION 
             if (n <= 0) break;
             got += (size_t)n;
         }
-        ok = got == sizeof request && memcmp(reply, request, sizeof request) == 0;
+        ok = got == sizeof request && answer_ok(reply);
+        if (ok && mark) *mark = answer_mark(reply);
         if (reused) *reused = SSL_session_reused(ssl);
         if (ok && session) {
             SSL_SESSION *fresh = SSL_get1_session(ssl);
@@ -131,7 +209,11 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-static int handshakes(int argc, char **argv, int resume) {
+enum handshake_mode { FULL, RESUME, STARTTLS };
+static const char *const handshake_mode_names[] = {"full", "resume", "starttls"};
+
+static int handshakes(int argc, char **argv, enum handshake_mode mode) {
+    int resume = mode == RESUME;
     if (argc != 9) return 64;
     const char *host = argv[2];
     int port = atoi(argv[3]);
@@ -148,11 +230,11 @@ static int handshakes(int argc, char **argv, int resume) {
             size_t capacity = 1 << 20, samples = 0;
             double *latency = malloc(capacity * sizeof *latency);
             double deadline = now() + seconds;
-            if (resume) one_round_trip(ctx, host, port, &session, NULL); /* the first ticket */
+            if (resume) one_round_trip(ctx, host, port, &session, NULL, 0, NULL); /* the first ticket */
             while (now() < deadline) {
                 int was_reused = 0;
                 double started = now();
-                if (one_round_trip(ctx, host, port, resume ? &session : NULL, &was_reused)) {
+                if (one_round_trip(ctx, host, port, resume ? &session : NULL, &was_reused, mode == STARTTLS, NULL)) {
                     done++;
                     reused += was_reused;
                     if (samples < capacity) latency[samples++] = now() - started;
@@ -189,7 +271,7 @@ static int handshakes(int argc, char **argv, int resume) {
     }
     printf("{\"mode\":\"%s\",\"handshakes\":%ld,\"failed\":%ld,\"resumed\":%ld,\"seconds\":%.3f,"
            "\"p99_ms\":%.2f,\"max_ms\":%.2f}\n",
-           resume ? "resume" : "full", done, failed, reused, seconds, p99 * 1e3, worst * 1e3);
+           handshake_mode_names[mode], done, failed, reused, seconds, p99 * 1e3, worst * 1e3);
     return failed > done / 100 ? 1 : 0;
 }
 
@@ -345,15 +427,190 @@ static int idle(int argc, char **argv) {
     return opened == count ? 0 : 1;
 }
 
-static int probe(int argc, char **argv) {
-    if (argc != 7) return 64;
+static int probe(int argc, char **argv, int starttls) {
+    if (argc != 7 && argc != 8) return 64;
     SSL_CTX *ctx = client_ctx(argv[4], argv[5], argv[6]);
-    return one_round_trip(ctx, argv[2], atoi(argv[3]), NULL, NULL) ? 0 : 1;
+    unsigned char mark = 0;
+    if (!one_round_trip(ctx, argv[2], atoi(argv[3]), NULL, NULL, starttls, &mark)) return 1;
+    if (argc == 8 && mark != (unsigned char)argv[7][0]) {
+        fprintf(stderr, "loadgen: the answer's mark is '%c', not '%c'\n", mark ? mark : '-', argv[7][0]);
+        return 3;
+    }
+    return 0;
 }
 
-/* The backend: an epoll echo server. */
+/* Writes all of buf to a non-blocking socket, blocking briefly when it is full: the
+ * backpressure we want. Returns 0 when the peer is gone. */
+static int write_all(int fd, const unsigned char *buf, size_t len) {
+    size_t off = 0;
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    while (off < len) {
+        ssize_t w = write(fd, buf + off, len - off);
+        if (w <= 0) break;
+        off += (size_t)w;
+    }
+    fcntl(fd, F_SETFL, flags);
+    return off == len;
+}
+
+/* The ldap backend's part of a connection: the bytes of a message not yet whole. */
+struct ldap_conn {
+    unsigned char *buf;
+    size_t len, cap;
+};
+
+#define LDAP_MAX_MESSAGE (1 << 20)
+
+/* The length of the BER element at buf (header + content; one-byte tag, definite
+ * length), 0 when more bytes are needed, -1 when it cannot be one of ours. */
+static long ber_length(const unsigned char *buf, size_t len) {
+    if (len < 2) return 0;
+    size_t header = 2, length = buf[1];
+    if (length & 0x80) {
+        size_t octets = length & 0x7f;
+        if (octets < 1 || octets > 4) return -1;
+        header += octets;
+        if (len < header) return 0;
+        length = 0;
+        for (size_t i = 0; i < octets; i++) length = length << 8 | buf[2 + i];
+    }
+    if (header + length > LDAP_MAX_MESSAGE) return -1;
+    return (long)(header + length);
+}
+
+/* The length of the LDAPMessage (a SEQUENCE) at buf, as ber_length. */
+static long ldap_message_length(const unsigned char *buf, size_t len) {
+    if (len >= 1 && buf[0] != 0x30) return -1;
+    return ber_length(buf, len);
+}
+
+static const char proxied_authz_oid[] = "2.16.840.1.113730.3.4.18";
+
+/* The answer to one whole LDAPMessage, appended to out (at most 64 bytes). Returns the
+ * number of bytes appended, 0 for a request without a response (abandon), -1 to close
+ * (unbind, or not a request this server can read). A BindRequest gets a BindResponse
+ * success, whatever it names: the proxy's own bind included. Any other request gets
+ * exactly 45 bytes: the LDAPResult of its response type (a SearchResultDone for a
+ * search), success, padded with a diagnosticMessage whose first byte marks what came:
+ * 'A' the request bore a proxied authorization control, 'C' other controls only, 'P' none. */
+static int ldap_answer(const unsigned char *msg, size_t len, unsigned char *out) {
+    size_t at = msg[1] & 0x80 ? 2 + (msg[1] & 0x7f) : 2;
+    if (at + 2 > len || msg[at] != 0x02) return -1;
+    size_t id_len = msg[at + 1];
+    if (id_len < 1 || id_len > 4 || at + 2 + id_len >= len) return -1;
+    const unsigned char *id = msg + at;  /* the messageID's whole encoding, copied as it came */
+    size_t op_at = at + 2 + id_len;
+    unsigned char op = msg[op_at];
+    if ((op & 0xc0) != 0x40) return -1;  /* APPLICATION class */
+    unsigned number = op & 0x1f;
+    if (number == 2) return -1;          /* unbind: the client is done */
+    if (number == 16) return 0;          /* abandon: no response */
+    size_t n = 0;
+    if (number == 0) {
+        /* BindResponse ::= [APPLICATION 1] { resultCode 0, matchedDN "", diagnosticMessage "" } */
+        out[n++] = 0x30;
+        out[n++] = (unsigned char)(2 + id_len + 9);
+        memcpy(out + n, id, 2 + id_len);
+        n += 2 + id_len;
+        static const unsigned char result[] = {0x61, 0x07, 0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00};
+        memcpy(out + n, result, sizeof result);
+        return (int)(n + sizeof result);
+    }
+    unsigned response = number == 3 ? 5 : number == 23 ? 24 : number + 1;
+    size_t diagnostic = 45 - 13 - id_len;  /* so that the whole message is 45 bytes */
+    out[n++] = 0x30;
+    out[n++] = 43;
+    memcpy(out + n, id, 2 + id_len);
+    n += 2 + id_len;
+    out[n++] = (unsigned char)(0x60 | response);
+    out[n++] = (unsigned char)(9 + diagnostic - 2);
+    static const unsigned char result[] = {0x0a, 0x01, 0x00, 0x04, 0x00};
+    memcpy(out + n, result, sizeof result);
+    n += sizeof result;
+    out[n++] = 0x04;
+    out[n++] = (unsigned char)diagnostic;
+    /* After the operation, controls [0] or nothing. */
+    long op_length = ber_length(msg + op_at, len - op_at);
+    int controls = op_length > 0 && op_at + (size_t)op_length < len && msg[op_at + (size_t)op_length] == 0xa0;
+    unsigned char mark = 'P';
+    if (controls) mark = memmem(msg, len, proxied_authz_oid, sizeof proxied_authz_oid - 1) ? 'A' : 'C';
+    out[n++] = mark;
+    memset(out + n, '-', diagnostic - 1);
+    n += diagnostic - 1;
+    return (int)n;
+}
+
+/* Takes what was read on one connection of the ldap backend: whole messages are
+ * answered (all answers of one read in one write), a partial one is kept for the next
+ * read. Returns 0 when the connection must close. */
+static int ldap_serve(int fd, struct ldap_conn *c, const unsigned char *data, size_t len) {
+    static unsigned char out[65536];
+    size_t out_len = 0;
+    /* The messages of this read are taken where they lie; only a partial one at the end
+     * (or one begun in an earlier read) is copied into the connection's buffer. */
+    const unsigned char *p = data;
+    size_t left = len;
+    while (left > 0 || c->len > 0) {
+        const unsigned char *msg;
+        long length;
+        if (c->len > 0) {
+            /* Complete the kept message from this read's bytes. */
+            if (c->len < 6) {
+                size_t take = left < 6 - c->len ? left : 6 - c->len;
+                memcpy(c->buf + c->len, p, take);
+                c->len += take, p += take, left -= take;
+            }
+            length = ldap_message_length(c->buf, c->len);
+            if (length < 0) return 0;
+            if (length == 0) break;  /* still no whole header, and nothing left */
+            if ((size_t)length > c->cap) {
+                c->buf = realloc(c->buf, (size_t)length);
+                if (!c->buf) die("realloc");
+                c->cap = (size_t)length;
+            }
+            size_t take = (size_t)length - c->len < left ? (size_t)length - c->len : left;
+            memcpy(c->buf + c->len, p, take);
+            c->len += take, p += take, left -= take;
+            if (c->len < (size_t)length) break;
+            msg = c->buf;
+            c->len = 0;
+        } else {
+            length = ldap_message_length(p, left);
+            if (length < 0) return 0;
+            if (length == 0 || (size_t)length > left) {
+                size_t keep = left;
+                if (keep > c->cap) {
+                    c->buf = realloc(c->buf, keep < 64 ? 64 : keep);
+                    if (!c->buf) die("realloc");
+                    c->cap = keep < 64 ? 64 : keep;
+                }
+                memcpy(c->buf, p, keep);
+                c->len = keep;
+                left = 0;
+                break;
+            }
+            msg = p;
+            p += length, left -= (size_t)length;
+        }
+        if (out_len + 64 > sizeof out) {
+            if (!write_all(fd, out, out_len)) return 0;
+            out_len = 0;
+        }
+        int n = ldap_answer(msg, (size_t)length, out + out_len);
+        if (n < 0) {
+            write_all(fd, out, out_len);
+            return 0;
+        }
+        out_len += (size_t)n;
+    }
+    return out_len == 0 || write_all(fd, out, out_len);
+}
+
+/* The backend: an epoll echo server, or with `ldap` an LDAP server (ldap_answer). */
 static int backend(int argc, char **argv) {
-    if (argc != 3) return 64;
+    if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "ldap"))) return 64;
+    int ldap = argc == 4;
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -363,6 +620,11 @@ static int backend(int argc, char **argv) {
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    /* The ldap backend's connections, by descriptor (below the descriptor limit). */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    size_t max_fds = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1 << 20) ? (1 << 20) : rl.rlim_cur;
+    struct ldap_conn *conns = ldap ? calloc(max_fds, sizeof *conns) : NULL;
     static unsigned char buffer[65536];
     struct epoll_event events[512];
     for (;;) {
@@ -373,6 +635,10 @@ static int backend(int argc, char **argv) {
                 for (;;) {
                     int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                     if (c < 0) break;
+                    if (conns && (size_t)c >= max_fds) {
+                        close(c);
+                        continue;
+                    }
                     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     struct epoll_event cev = {.events = EPOLLIN, .data.fd = c};
                     epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev);
@@ -380,21 +646,13 @@ static int backend(int argc, char **argv) {
                 continue;
             }
             ssize_t r = read(fd, buffer, sizeof buffer);
-            if (r <= 0) {
-                if (r < 0 && errno == EAGAIN) continue;
+            int keep = r > 0;
+            if (r < 0 && errno == EAGAIN) continue;
+            if (keep) keep = conns ? ldap_serve(fd, &conns[fd], buffer, (size_t)r) : write_all(fd, buffer, (size_t)r);
+            if (!keep) {
+                if (conns) conns[fd].len = 0;  /* the buffer stays, for the next connection on this descriptor */
                 close(fd);
-                continue;
             }
-            /* Echo; a full socket blocks briefly, which is the backpressure we want. */
-            ssize_t off = 0;
-            int flags = fcntl(fd, F_GETFL);
-            fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
-            while (off < r) {
-                ssize_t w = write(fd, buffer + off, (size_t)(r - off));
-                if (w <= 0) break;
-                off += w;
-            }
-            fcntl(fd, F_SETFL, flags);
         }
     }
 }
@@ -404,12 +662,14 @@ int main(int argc, char **argv) {
     raise_fd_limit();
     if (argc < 2) goto usage;
     if (!strcmp(argv[1], "backend")) return backend(argc, argv);
-    if (!strcmp(argv[1], "full")) return handshakes(argc, argv, 0);
-    if (!strcmp(argv[1], "resume")) return handshakes(argc, argv, 1);
+    if (!strcmp(argv[1], "full")) return handshakes(argc, argv, FULL);
+    if (!strcmp(argv[1], "resume")) return handshakes(argc, argv, RESUME);
+    if (!strcmp(argv[1], "starttls")) return handshakes(argc, argv, STARTTLS);
     if (!strcmp(argv[1], "reqresp")) return reqresp(argc, argv);
     if (!strcmp(argv[1], "bulk")) return bulk(argc, argv);
     if (!strcmp(argv[1], "idle")) return idle(argc, argv);
-    if (!strcmp(argv[1], "probe")) return probe(argc, argv);
+    if (!strcmp(argv[1], "probe")) return probe(argc, argv, 0);
+    if (!strcmp(argv[1], "probe-starttls")) return probe(argc, argv, 1);
 usage:
     fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");
     return 64;

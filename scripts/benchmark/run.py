@@ -4,11 +4,16 @@ and workloads, results per proxy CPU-second. Run it through scripts/bench, which
 installs and builds what it needs.
 
 Each proxy runs pinned to CPU 0 with one worker thread (`--workers` changes
-mtls-proxy's); the load generator (OpenSSL, scripts/benchmark/loadgen.c) and the echo
-backend run on CPU 1. A proxy's CPU time comes from /proc/PID/stat (all its threads)
+mtls-proxy's); the load generator (OpenSSL, scripts/benchmark/loadgen.c) and the
+backends run on CPU 1: an echo server, and for mtls-proxy's message-aware listeners
+(client_auth = certificate, tls = starttls) a minimal LDAP server that answers every
+bind with success and every other request with 45 bytes, so that the same client
+counts the same answers through both. A proxy's CPU time comes from /proc/PID/stat (all its threads)
 before and after each run, so a client that cannot saturate the proxy does not hide the
 proxy's cost. Before every measured variant an acceptance pass checks that the proxy
-accepts a good certificate and refuses no certificate, a revoked one and an untrusted one.
+accepts a good certificate and refuses no certificate, a revoked one and an untrusted one
+(through StartTLS on a StartTLS listener; on the LDAP backend, the good client's answer
+must also show whether the request came with the proxy's proxied authorization control).
 
 All proxies of a run are started together and the repetitions are interleaved: rep 1
 measures each proxy once, then rep 2 again, each rep in a rotated order, so that a
@@ -88,8 +93,12 @@ def wait_port(port, timeout=15):
 
 
 class Proxy:
-    def __init__(self, name, command, port, workdir):
+    def __init__(self, name, command, port, workdir, starttls=False, mark=None):
         self.name, self.port = name, port
+        # starttls: the listener speaks plain LDAP until StartTLS. mark: what the LDAP
+        # backend's answer to the acceptance probe must say of the request it got
+        # (A: with a proxied authorization control, P: as the client sent it).
+        self.starttls, self.mark = starttls, mark
         slug = "".join(c if c.isalnum() or c == "-" else "_" for c in name)
         self.log = open(os.path.join(workdir, f"{slug}-{port}.log"), "wb")
         self.process = subprocess.Popen(["taskset", "-c", PROXY_CPU] + command, stdout=self.log,
@@ -107,9 +116,21 @@ class Proxy:
         self.log.close()
 
 
-def start_mtls_proxy(binary, pki, crl_dir, backend_port, workdir, workers="1", name="mtls-proxy", extra=""):
+def start_mtls_proxy(binary, pki, crl_dir, backend_port, workdir, workers="1", name="mtls-proxy", extra="", tls="implicit",
+                     client_auth="none", mark=None):
+    """`tls` and `client_auth` as in the config: anything but implicit/none makes the
+    listener message-aware (its backend must then speak LDAP: `loadgen backend PORT ldap`);
+    `extra` is more listener keys (the ocsp rows)."""
     port = free_port()
     config = os.path.join(workdir, f"mtls-{port}.conf")
+    login = ""  # only the keys a mode needs: a --baseline binary may predate them
+    if client_auth != "none":
+        # Any password: the benchmark's LDAP backend accepts every bind.
+        password = os.path.join(workdir, "backend-bind.password")
+        with open(password, "w") as f:
+            f.write("bench\n")
+        login = (f"client_auth = {client_auth}\nbackend_bind_dn = cn=proxy,dc=example,dc=com\n"
+                 f"backend_bind_password_file = {password}\n")
     with open(config, "w") as f:
         f.write(f"""workers = {workers}
 log_level = warn
@@ -121,8 +142,8 @@ key = {pki}/server.key
 ca_bundle = {pki}/ca-bundle.pem
 crl_dir = {crl_dir}
 max_connections = 20000
-{extra}""")
-    return Proxy(name, [binary, "--config", config], port, workdir)
+{extra}""" + (f"tls = {tls}\n" if tls != "implicit" else "") + login)
+    return Proxy(name, [binary, "--config", config], port, workdir, starttls=tls == "starttls", mark=mark)
 
 
 def crl_bundle(crl_dir, workdir):
@@ -193,6 +214,12 @@ class Bench:
         self.backend_port = free_port()
         self.backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, self.loadgen, "backend", str(self.backend_port)])
         wait_port(self.backend_port)
+        # The message-aware listeners need a backend that speaks LDAP (binds, responses
+        # with the request's messageID); their transparent comparison uses it too.
+        self.ldap_backend_port = free_port()
+        self.ldap_backend = subprocess.Popen(["taskset", "-c", LOAD_CPU, self.loadgen, "backend",
+                                              str(self.ldap_backend_port), "ldap"])
+        wait_port(self.ldap_backend_port)
 
     def client(self, name):
         return [f"{self.pki}/root-ca.pem", f"{self.pki}/{name}.pem", f"{self.pki}/{name}.key"]
@@ -202,13 +229,21 @@ class Bench:
                              + self.client(name) + [str(e) for e in extra],
                              capture_output=True, text=True, timeout=300)
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
-        return json.loads(line), out.returncode
+        result = json.loads(line)
+        if out.returncode != 0 and out.stderr.strip():
+            result["error"] = out.stderr.strip().splitlines()[-1]
+        return result, out.returncode
 
     def acceptance(self, proxy):
+        mode = "probe-starttls" if proxy.starttls else "probe"
+
         def probe(name):
             args = [f"{self.pki}/root-ca.pem", "-", "-"] if name is None else self.client(name)
-            return subprocess.run(["taskset", "-c", LOAD_CPU, self.loadgen, "probe", "127.0.0.1", str(proxy.port)]
-                                  + args, capture_output=True, timeout=30).returncode == 0
+            # The good client's answer must also show the request as the mode makes it
+            # (with the control under client_auth = certificate, untouched otherwise).
+            mark = [proxy.mark] if proxy.mark and name == "alice" else []
+            return subprocess.run(["taskset", "-c", LOAD_CPU, self.loadgen, mode, "127.0.0.1", str(proxy.port)]
+                                  + args + mark, capture_output=True, timeout=30).returncode == 0
         verdicts = {"good": probe("alice"), "no cert": not probe(None), "revoked": not probe("revoked-int"),
                     "untrusted": not probe("stranger")}
         failed = [k for k, ok in verdicts.items() if not ok]
@@ -226,11 +261,18 @@ class Bench:
         self.acceptance(proxy)
         return [self.measure_rep(proxy, workload, rep, variant) for rep in range(self.args.reps)]
 
+    def check_backends(self):
+        """A backend that died would make every later figure of a run zero: stop there."""
+        for name, backend in (("echo", self.backend), ("ldap", self.ldap_backend)):
+            if backend.poll() is not None:
+                raise SystemExit(f"the {name} backend ended (exit status {backend.returncode})")
+
     def measure_rep(self, proxy, workload, rep, variant="default"):
+        self.check_backends()
         seconds = self.args.seconds
         before = cpu_seconds(proxy.pid)
         switches_before = context_switches(proxy.pid)
-        if workload in ("full", "resume"):
+        if workload in ("full", "resume", "starttls"):
             result, _ = self.run_loadgen(workload, proxy.port, seconds, self.args.processes)
             cpu = cpu_seconds(proxy.pid) - before
             value = result.get("handshakes", 0) / cpu if cpu else 0
@@ -254,6 +296,9 @@ class Bench:
             raise ValueError(workload)
         row = dict(proxy=proxy.name, workload=workload, variant=variant, rep=rep, cpu_seconds=round(cpu, 3),
                    per_cpu_second=round(value, 1), hog=self.args.hog, **extra)
+        if result.get("error"):
+            row["error"] = result["error"]
+            print(f"{proxy.name} {workload} rep {rep}: the load generator failed: {result['error']}", file=sys.stderr)
         self.record(row)
         return row
 
@@ -339,8 +384,9 @@ class Bench:
         return row
 
     def close(self):
-        self.backend.terminate()
-        self.backend.wait()
+        for backend in (self.backend, self.ldap_backend):
+            backend.terminate()
+            backend.wait()
         self.raw.close()
 
 
@@ -376,8 +422,14 @@ def median(rows, key="per_cpu_second"):
     return statistics.median(values) if values else None
 
 
-WORKLOADS = ["full", "resume", "reqresp", "bulk", "idle", "crl", "ocsp"]
+WORKLOADS = ["full", "resume", "reqresp", "bulk", "idle", "crl", "ocsp", "reqresp-auth", "full-auth", "starttls"]
 BASELINE = "mtls-proxy (baseline)"
+# mtls-proxy's message-aware listeners, each on the LDAP backend, and the transparent
+# listener they are compared with on that same backend.
+TRANSPARENT = "mtls-proxy (transparent, LDAP backend)"
+CERTIFICATE = "mtls-proxy (client_auth = certificate)"
+STARTTLS = "mtls-proxy (tls = starttls)"
+AUTH_WORKLOADS = ["reqresp-auth", "full-auth", "starttls"]
 
 
 def parse_args(argv=None):
@@ -390,7 +442,11 @@ def parse_args(argv=None):
                         help="`workers` of the baseline (default: --workers); with --baseline set to the same binary, "
                              "this compares two worker counts in one run")
     parser.add_argument("--workloads", default=",".join(WORKLOADS),
-                        help="comma-separated, from " + ",".join(WORKLOADS) + " (crl: the CRL-size rows; ocsp: ocsp = leaf with a warm cache against CRLs only, and the cold-cache first connection)")
+                        help="comma-separated, from " + ",".join(WORKLOADS) + " (crl: the CRL-size rows; "
+                             "ocsp: ocsp = leaf with a warm cache against CRLs only, and the cold-cache first connection; "
+                             "reqresp-auth and full-auth: reqresp and full through client_auth = certificate, "
+                             "starttls: full handshakes through tls = starttls, each interleaved with mtls-proxy's "
+                             "transparent listener on the same LDAP backend; mtls-proxy only)")
     parser.add_argument("--quick", action="store_true",
                         help="a short look: 1 rep of 3 s, 100 MB bulk, 2,000 idle connections, CRLs of 1 and 100,000")
     parser.add_argument("--reps", type=int)
@@ -463,6 +519,11 @@ def main():
             finally:
                 for proxy in proxies.values():
                     proxy.stop()
+        auth = [w for w in AUTH_WORKLOADS if w in args.workloads]
+        if auth and "mtls-proxy" not in only:
+            print(f"{', '.join(auth)}: mtls-proxy only, not in --only: skipped", file=sys.stderr)
+        elif auth:
+            summary.update(message_aware(bench, args, workdir, auth))
         if "crl" in args.workloads:
             crl_rows = crl_scaling(bench, starters, names, workdir)
         if "ocsp" in args.workloads:
@@ -478,14 +539,60 @@ def main():
 def interleaved(bench, proxies, workload, variant="default"):
     """Every rep measures each proxy once, in an order rotated by one per rep: noise from
     elsewhere on the machine lands on all of them, and none is always first."""
-    for proxy in proxies:
+    rows = interleaved_runs(bench, [(proxy, workload) for proxy in proxies], variant)
+    return {proxy.name: rows[(proxy.name, workload)] for proxy in proxies}
+
+
+def interleaved_runs(bench, runs, variant="default"):
+    """As `interleaved`, over (proxy, workload) pairs: rows by (proxy name, workload)."""
+    for proxy in {id(p): p for p, _ in runs}.values():
         bench.acceptance(proxy)
-    rows = {proxy.name: [] for proxy in proxies}
+    rows = {(proxy.name, workload): [] for proxy, workload in runs}
     for rep in range(bench.args.reps):
-        shift = rep % len(proxies)
-        for proxy in proxies[shift:] + proxies[:shift]:
-            rows[proxy.name].append(bench.measure_rep(proxy, workload, rep, variant))
+        shift = rep % len(runs)
+        for proxy, workload in runs[shift:] + runs[:shift]:
+            rows[(proxy.name, workload)].append(bench.measure_rep(proxy, workload, rep, variant))
     return rows
+
+
+def message_aware(bench, args, workdir, workloads):
+    """mtls-proxy's message-aware listeners next to its transparent one, all on the LDAP
+    backend and measured interleaved, so that each ratio compares like with like:
+    request/response and full handshakes under client_auth = certificate (every request
+    decoded and given a proxied authorization control; every connection's backend first
+    bound as the proxy), and full handshakes through StartTLS next to LDAPS ones."""
+    crl = os.path.join(bench.pki, "crl")
+
+    def start(name, **mode):
+        return start_mtls_proxy(args.binary, bench.pki, crl, bench.ldap_backend_port, workdir, workers=args.workers,
+                                name=name, **mode)
+    proxies = {}
+    summary = {}
+    try:
+        proxies[TRANSPARENT] = start(TRANSPARENT, mark="P")
+        if "reqresp-auth" in workloads or "full-auth" in workloads:
+            proxies[CERTIFICATE] = start(CERTIFICATE, client_auth="certificate", mark="A")
+        if "starttls" in workloads:
+            proxies[STARTTLS] = start(STARTTLS, tls="starttls", mark="P")
+        groups = []
+        if "reqresp-auth" in workloads:
+            groups.append([(proxies[TRANSPARENT], "reqresp"), (proxies[CERTIFICATE], "reqresp")])
+        handshakes = [(proxies[TRANSPARENT], "full")]
+        if "full-auth" in workloads:
+            handshakes.append((proxies[CERTIFICATE], "full"))
+        if "starttls" in workloads:
+            handshakes.append((proxies[STARTTLS], "starttls"))
+        if len(handshakes) > 1:
+            groups.append(handshakes)
+        for runs in groups:
+            rows = interleaved_runs(bench, runs, variant="ldap-backend")
+            summary.update(rows)
+            for (name, workload), measured in rows.items():
+                print(f"{name:40} {workload:8} {median(measured):10.1f} per CPU-second", file=sys.stderr)
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+    return summary
 
 
 def crl_scaling(bench, starters, names, workdir):
@@ -680,9 +787,11 @@ def cell(rows, key, spread):
 
 
 def print_table(summary, crl_rows, names, args):
-    if summary:
+    if any(k[0] in names for k in summary):
         print_main_table(summary, names, args)
     ocsp = crl_rows.pop("ocsp", None)
+    if any(k[0] in (TRANSPARENT, CERTIFICATE, STARTTLS) for k in summary):
+        print_message_aware_table(summary, args)
     print_crl_tables(crl_rows, names)
     if ocsp:
         print(f"\n### ocsp = leaf (local openssl ocsp responder, medians of {args.reps})\n")
@@ -736,6 +845,44 @@ def print_main_table(summary, names, args):
     traced = [summary.get((n, "traced")) for n in names]
     if any(traced):
         print_traced(names, traced)
+
+
+def print_message_aware_table(summary, args):
+    """The message-aware listeners against the transparent one on the same LDAP backend;
+    ratios are the medians of the per-rep ratios, as in the main table."""
+    spread = args.reps > 1
+    print(f"\n### mtls-proxy's message-aware listeners vs its transparent one (same LDAP backend, "
+          f"workers = {args.workers}, medians of {args.reps}" + (", range in brackets" if spread else "") + ")\n")
+    print("| figure | transparent | message-aware | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    transparent = lambda workload: summary.get((TRANSPARENT, workload), [])
+    rows = [
+        ("request/response ops per CPU-second, client_auth = certificate (vs transparent, same backend)",
+         "reqresp", CERTIFICATE, "reqresp", "per_cpu_second", ">= 0.85x"),
+        ("request/response ops/s (wall), client_auth = certificate", "reqresp", CERTIFICATE, "reqresp", "ops_per_s", ""),
+        ("request/response p50 µs, client_auth = certificate", "reqresp", CERTIFICATE, "reqresp", "p50_us", ""),
+        ("request/response p99 µs, client_auth = certificate", "reqresp", CERTIFICATE, "reqresp", "p99_us", ""),
+        ("request/response p99.9 µs, client_auth = certificate", "reqresp", CERTIFICATE, "reqresp", "p999_us", ""),
+        ("full mTLS handshakes per CPU-second, client_auth = certificate (vs transparent, same backend)",
+         "full", CERTIFICATE, "full", "per_cpu_second", "unchanged (~1x)"),
+        ("full StartTLS handshakes per CPU-second, tls = starttls (vs LDAPS full, same backend)",
+         "full", STARTTLS, "starttls", "per_cpu_second", ""),
+        ("full StartTLS handshakes p99 ms (vs LDAPS full)", "full", STARTTLS, "starttls", "p99_ms", ""),
+    ]
+    for label, base, name, workload, key, target in rows:
+        mine = summary.get((name, workload))
+        if not mine:
+            continue
+        print(f"| {label} | {cell(transparent(base), key, spread)} | {cell(mine, key, spread)} | "
+              f"{fmt(paired_ratio(mine, transparent(base), key))}x | {target} |")
+    starttls = summary.get((STARTTLS, "starttls"))
+    haproxy = summary.get(("haproxy", "full"))
+    if starttls and haproxy:
+        # Not interleaved with each other (another part of the run, the echo backend):
+        # the ratio of the medians.
+        print(f"| full StartTLS handshakes per CPU-second (vs HAProxy's LDAPS full, main table) | "
+              f"{cell(haproxy, 'per_cpu_second', spread)} | {cell(starttls, 'per_cpu_second', spread)} | "
+              f"{fmt(median(starttls) / median(haproxy))}x | |")
 
 
 def print_crl_tables(crl_rows, names):

@@ -113,8 +113,10 @@ final class DirectoryChecker {
             default: return .absent("\(entries.count) entries match the certificate: the mapping must find one")
             }
         }
-        // Any candidate entry holding exactly this certificate will do.
-        if let entry = entries.first(where: { $0.certificates.contains(certificate) }) { return .present(entryDN: entry.dn) }
+        // The entry holding exactly this certificate; two such entries are no answer.
+        let holders = entries.filter { $0.certificates.contains(certificate) }
+        if holders.count > 1 { return .absent("\(holders.count) entries hold this certificate: the mapping must find one") }
+        if let entry = holders.first { return .present(entryDN: entry.dn) }
         let held = entries.contains { !$0.certificates.isEmpty }
         return .absent(held ? "the entry holds other certificates" : "no entry, or no certificate in it")
     }

@@ -38,6 +38,8 @@ package struct ClientLogin {
     package let mode: ClientAuth
     /// The DN of the certificate's entry (`cert_map`).
     package let entryDN: String
+    /// `dn:` + entryDN, made once: every forwarded request carries it.
+    private let entryAuthzId: String
     package private(set) var runsAs: RunsAs
     /// Whether the backend connection is bound as the proxy: false once a client's own
     /// bind was passed on, true again after the proxy's rebind.
@@ -46,6 +48,7 @@ package struct ClientLogin {
     package init(mode: ClientAuth, entryDN: String) {
         self.mode = mode
         self.entryDN = entryDN
+        entryAuthzId = "dn:" + entryDN
         runsAs = mode == .certificate ? .entry : .anonymous
     }
 
@@ -63,32 +66,37 @@ package struct ClientLogin {
         if request.operation == .extended && request.extendedName == LDAPRequest.startTLSName {
             return answer(request, .operationsError, "TLS is already established on this connection")
         }
-        if mode == .none { return .forward(message) }
-        if request.claimsProxiedAuthorization {
+        if mode == .none { return .forward(request.reencoded()) }
+        if request.claimsProxiedAuthorization && request.operation != .unbind {
             if request.operation == .abandon { return .drop }
             return answer(request, .unwillingToPerform, "the proxied authorization control is the proxy's own: a client may not send it")
         }
         switch request.operation {
         case .bind: return bind(request, request.bind!, message: message)
-        case .unbind, .abandon: return .forward(message)
+        // Controls on an unbind mean nothing, and the client's own proxied authorization
+        // control must not go on: an unbind always goes without any.
+        case .unbind: return .forward(request.reencoded(keepingControls: false))
+        case .abandon: return .forward(request.reencoded())
         default: break
         }
         switch runsAs {
-        case .entry: return .forward(request.withProxiedAuthorization("dn:" + entryDN))
+        case .entry: return .forward(request.withProxiedAuthorization(entryAuthzId))
         case .anonymous: return .forward(request.withProxiedAuthorization(""))
-        case .ownBind: return .forward(message)
+        case .ownBind: return .forward(request.reencoded())
         }
     }
 
     private mutating func bind(_ request: LDAPRequest, _ bind: LDAPRequest.Bind, message: [UInt8]) -> Step {
         guard bind.version == 3 else {
-            runsAs = .anonymous
-            return answer(request, .protocolError, "only LDAP version 3 is served")
+            runsAs = .anonymous  // a failed bind (RFC 4511 §4.2.1)
+            return proxyAnswers(request, .protocolError, "only LDAP version 3 is served")
         }
         switch bind.authentication {
         case .sasl(let mechanism, let credentials) where mechanism.uppercased() == "EXTERNAL":
             let authzId = String(decoding: credentials ?? [], as: UTF8.self)
-            if authzId.isEmpty || (authzId.hasPrefix("dn:") && DistinguishedName.same(String(authzId.dropFirst(3)), entryDN)) {
+            // RFC 4513 §5.2.1.8 / RFC 4422: "dn:" is case-insensitive, and the DN is compared as a DN.
+            let namesEntry = authzId.prefix(3).lowercased() == "dn:" && DistinguishedName.same(String(authzId.dropFirst(3)), entryDN)
+            if authzId.isEmpty || namesEntry {
                 runsAs = .entry
                 return proxyAnswers(request, .success, "")
             }
@@ -105,7 +113,7 @@ package struct ClientLogin {
             }
             runsAs = .ownBind(name: bind.name)
             backendIsProxy = false
-            return .forward(message)
+            return .forward(request.reencoded())
         }
     }
 

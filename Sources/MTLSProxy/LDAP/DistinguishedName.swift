@@ -4,20 +4,29 @@
 /// and by OID for the common ones; values without case and without insignificant space.
 /// Enough for the names in certificates and directory entries; not a schema-aware matcher.
 extension DistinguishedName {
-    /// A canonical form, or nil when `text` is not a DN.
-    static func normalized(_ text: String) -> String? {
-        var rdns: [String] = []
+    /// One attribute value assertion of an RDN: its type and its value, unescaped.
+    struct Assertion: Hashable, Comparable {
+        var type: String
+        var value: String
+        static func < (a: Assertion, b: Assertion) -> Bool { (a.type, a.value) < (b.type, b.value) }
+    }
+
+    /// The RDNs as structured values (each RDN's assertions sorted), or nil when `text`
+    /// is not a DN. Structured, not a string: `uid=a\,ou=b` (one RDN) stays apart from
+    /// `uid=a,ou=b` (two), which a joined string with the escapes undone would confuse.
+    static func normalized(_ text: String) -> [[Assertion]]? {
+        var rdns: [[Assertion]] = []
         for rdn in split(Array(text.unicodeScalars)[...], at: [",", ";"]) {
-            var avas: [String] = []
+            var avas: [Assertion] = []
             for ava in split(rdn, at: ["+"]) {
                 guard let equals = ava.firstIndex(of: "=") else { return nil }
                 let type = String(String.UnicodeScalarView(ava[..<equals])).trimmingSpaces().lowercased()
                 guard !type.isEmpty, let value = value(ava[(equals + 1)...]) else { return nil }
-                avas.append((aliases[type] ?? type) + "=" + value)
+                avas.append(Assertion(type: aliases[type] ?? type, value: value))
             }
-            rdns.append(avas.sorted().joined(separator: "+"))
+            rdns.append(avas.sorted())
         }
-        return rdns.joined(separator: ",")
+        return rdns
     }
 
     static func same(_ a: String, _ b: String) -> Bool {

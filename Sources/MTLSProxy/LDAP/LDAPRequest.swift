@@ -1,9 +1,10 @@
 import SwiftASN1
 
-/// A client's LDAPMessage (RFC 4511 §4.1.1), decoded with swift-asn1 as far as the proxy
-/// acts on it: the envelope (messageID, the operation's tag, the controls), and the bind
-/// and extended requests. Everything else stays as the client encoded it: a forwarded
-/// request is its own bytes, with at most a control appended.
+/// A client's LDAPMessage (RFC 4511 §4.1.1), parsed with swift-asn1 and checked element by
+/// element against RFC 4511 (LDAPRequestGrammar); the proxy decodes what it acts on (the
+/// envelope, binds, extended requests). The backend never gets the client's bytes: it
+/// gets the canonical DER of what was checked, with at most the proxy's control added,
+/// so that slapd reads exactly what the proxy read.
 package struct LDAPRequest {
     /// The protocolOp CHOICE of requests, by APPLICATION tag.
     package enum Operation: UInt, Sendable {
@@ -23,8 +24,10 @@ package struct LDAPRequest {
 
     package struct Control {
         package var type: String
-        /// The whole Control as encoded, to be passed on unchanged.
-        var encoded: ArraySlice<UInt8>
+        /// The whole Control as parsed (checked: numericoid, BOOLEAN?, OCTET STRING?).
+        var node: ASN1Node
+        /// Its bytes as the client encoded them.
+        package var encoded: ArraySlice<UInt8> { node.encodedBytes }
     }
 
     package enum Authentication: Equatable {
@@ -52,8 +55,8 @@ package struct LDAPRequest {
     package let bind: Bind?
     /// The requestName of an extended request.
     package let extendedName: String?
-    private let messageIDBytes: ArraySlice<UInt8>
-    private let operationBytes: ArraySlice<UInt8>
+    private let messageIDNode: ASN1Node
+    private let operationNode: ASN1Node
 
     package static let startTLSName = "1.3.6.1.4.1.1466.20037"
     package static let whoAmIName = "1.3.6.1.4.1.4203.1.11.3"
@@ -75,24 +78,22 @@ package struct LDAPRequest {
         guard opNode.identifier.tagClass == .application, let operation = Operation(rawValue: opNode.identifier.tagNumber) else {
             throw .malformed("APPLICATION \(opNode.identifier.tagNumber) is not an LDAP request")
         }
+        try LDAPRequestGrammar.checkOperation(opNode, operation)
         var controls: [Control] = []
         if let controlsNode = iterator.next() {
             guard controlsNode.identifier == ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific),
                   case .constructed(let list) = controlsNode.content
             else { throw .malformed("only controls [0] may follow the operation") }
             for control in list {
-                guard control.identifier == .sequence, case .constructed(let fields) = control.content,
-                      let typeNode = fields.first(where: { _ in true }), case .primitive(let type) = typeNode.content
-                else { throw .malformed("a Control is a SEQUENCE starting with its controlType") }
-                controls.append(Control(type: String(decoding: type, as: UTF8.self), encoded: control.encodedBytes))
+                controls.append(Control(type: try LDAPRequestGrammar.checkControl(control), node: control))
             }
             guard iterator.next() == nil else { throw .malformed("nothing may follow the controls") }
         }
         messageID = id
         self.operation = operation
         self.controls = controls
-        messageIDBytes = idNode.encodedBytes
-        operationBytes = opNode.encodedBytes
+        messageIDNode = idNode
+        operationNode = opNode
         bind = operation == .bind ? try Self.decodeBind(opNode) : nil
         extendedName = operation == .extended ? try Self.decodeExtendedName(opNode) : nil
     }
@@ -101,28 +102,48 @@ package struct LDAPRequest {
     package var claimsProxiedAuthorization: Bool { controls.contains { Self.proxiedAuthorizationTypes.contains($0.type) } }
 
     /// The request as the backend gets it, with a critical proxied authorization control
-    /// for `authzId` ("dn:..." or "" for anonymous) after the client's own controls.
-    /// Only the envelope is written anew: the operation's bytes are the client's.
+    /// for `authzId` ("dn:..." or "" for anonymous) after the client's own controls: the
+    /// canonical DER of the checked request, never the client's own bytes.
     package func withProxiedAuthorization(_ authzId: String) -> [UInt8] {
-        var serializer = DER.Serializer()
-        do {
-            try serializer.appendConstructedNode(identifier: .sequence) { message in
-                message.serializeRawBytes(messageIDBytes)
-                message.serializeRawBytes(operationBytes)
-                try message.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) { list in
-                    for control in controls { list.serializeRawBytes(control.encoded) }
-                    try list.appendConstructedNode(identifier: .sequence) { control in
-                        try control.serialize(ASN1OctetString(contentBytes: ArraySlice("2.16.840.1.113730.3.4.18".utf8)))
-                        try control.serialize(true)
-                        try control.serialize(ASN1OctetString(contentBytes: ArraySlice(authzId.utf8)))
-                    }
-                }
-            }
-        } catch {
-            preconditionFailure("re-encoding a decoded request cannot fail: \(error)")
-        }
-        return serializer.serializedBytes
+        let oid = Self.proxiedAuthorizationOID
+        let authzLength = authzId.utf8.count
+        // Control ::= SEQUENCE { controlType OCTET STRING, criticality BOOLEAN TRUE, controlValue OCTET STRING }
+        let controlContent = LDAPDER.tlvSize(oid.count) + 3 + LDAPDER.tlvSize(authzLength)
+        let listContent = controls.reduce(0) { $0 + LDAPDER.size($1.node) } + LDAPDER.tlvSize(controlContent)
+        var out = envelope(controlsContent: listContent)
+        for control in controls { LDAPDER.append(control.node, to: &out) }
+        LDAPDER.appendHeader(0x30, controlContent, to: &out)
+        LDAPDER.appendHeader(0x04, oid.count, to: &out)
+        out.append(contentsOf: oid)
+        out.append(contentsOf: [0x01, 0x01, 0xff] as [UInt8])  // criticality TRUE
+        LDAPDER.appendHeader(0x04, authzLength, to: &out)
+        out.append(contentsOf: authzId.utf8)
+        return out
     }
+
+    /// The request as the backend gets it with nothing added: canonical DER, with the
+    /// client's controls or (an unbind) without any.
+    package func reencoded(keepingControls: Bool = true) -> [UInt8] {
+        let kept = keepingControls ? controls : []
+        var out = envelope(controlsContent: kept.isEmpty ? nil : kept.reduce(0) { $0 + LDAPDER.size($1.node) })
+        for control in kept { LDAPDER.append(control.node, to: &out) }
+        return out
+    }
+
+    /// The message's SEQUENCE header, the messageID, the operation, and the header of
+    /// the controls [0] when there are `controlsContent` bytes of them to follow.
+    private func envelope(controlsContent: Int?) -> [UInt8] {
+        let messageContent = LDAPDER.size(messageIDNode) + LDAPDER.size(operationNode) + (controlsContent.map(LDAPDER.tlvSize) ?? 0)
+        var out: [UInt8] = []
+        out.reserveCapacity(LDAPDER.tlvSize(messageContent))
+        LDAPDER.appendHeader(0x30, messageContent, to: &out)
+        LDAPDER.append(messageIDNode, to: &out)
+        LDAPDER.append(operationNode, to: &out)
+        if let controlsContent { LDAPDER.appendHeader(0xa0, controlsContent, to: &out) }
+        return out
+    }
+
+    private static let proxiedAuthorizationOID: [UInt8] = Array("2.16.840.1.113730.3.4.18".utf8)
 
     // MARK: - Operations
 

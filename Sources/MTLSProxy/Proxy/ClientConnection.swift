@@ -37,8 +37,12 @@ final class ClientConnection: EventHandler {
     private var peerChain: PeerChain?
     /// The verified chain, by which live revocation finds this connection.
     private(set) var chain: [ChainLink] = []
-    /// When the backend must have answered the proxy's own bind (client_auth).
-    private var bindDeadline: UInt64?
+    /// When the backend must have answered the proxy's own bind (client_auth: the opening
+    /// bind or a rebind), while one is under way.
+    private var bindDeadline: UInt64? {
+        guard let requests = relay?.requests, requests.interceptedMessageID != nil else { return nil }
+        return requests.bindSentAt + listener.config.connectTimeoutNanos
+    }
     /// The DN of the certificate's entry, whose identity requests carry (client_auth).
     private var entryDN: String?
     /// With verify_cert_in_directory: what the background re-check asks about.
@@ -314,7 +318,6 @@ final class ClientConnection: EventHandler {
             let requests = ClientRequests(login: login, maxRequestSize: config.maxRequestSize, bindDN: config.backendBindDN,
                                           bindPassword: listener.backendPassword, preface: preface)
             relay = Relay(client: tls, backend: backend, pool: worker.pool, requests: requests)
-            if requests.awaitingOpeningBind { bindDeadline = monotonicNanos() + config.connectTimeoutNanos }
         } else {
             relay = Relay(client: tls, backend: backend, pool: worker.pool, preface: preface)
         }
@@ -334,6 +337,7 @@ final class ClientConnection: EventHandler {
     private func relayed(_ outcome: Relay<TLSSession, StreamSocket>.Outcome) {
         switch outcome {
         case .open(let moved):
+            if let bindDeadline { timer.arm(at: bindDeadline) }  // no-op unless earlier than what is armed
             guard moved, let relay else { return }
             touch()
             report.publishBytes(fromClient: relay.bytesFromClient, toClient: relay.bytesToClient, metrics: listener.metrics)
@@ -417,7 +421,7 @@ final class ClientConnection: EventHandler {
         case .lingering where now >= deadline:
             return close(.refused)
         case .relaying:
-            if let bindDeadline, closing == nil, relay?.requests?.awaitingOpeningBind == true {
+            if let bindDeadline, closing == nil {
                 if now >= bindDeadline {
                     report.refused(.backendBindFailed, metrics: listener.metrics)
                     let detail = "the backend did not answer the proxy's bind within \(ConfigDuration.describe(listener.config.connectTimeoutNanos))"

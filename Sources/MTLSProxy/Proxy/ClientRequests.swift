@@ -31,9 +31,14 @@ final class ClientRequests {
     /// The proxy's bind on the backend is under way with this messageID.
     private(set) var interceptedMessageID: Int?
     /// A bind of the client's own went to the backend with this messageID and its
-    /// response has not come yet: another bind now is a protocol error (RFC 4511 §4.2.1).
+    /// response has not come yet: any request now is a protocol error (RFC 4511 §4.2.1:
+    /// nothing may follow a BindRequest until its response). An abandon of that bind, or
+    /// a request slapd holds back while it waits to write, could otherwise leave the
+    /// backend connection bound as the proxy while no control is sent any more.
     private(set) var ownBindInProgress: Int?
     /// What the client is told once that bind succeeds (nil for the opening bind).
+    /// When the proxy's bind (opening or rebind) went out, for its deadline.
+    private(set) var bindSentAt: UInt64 = 0
     private var answerAfterBind: [UInt8]?
     private(set) var requestCount = 0
     /// The backend refused the proxy's bind: nothing more goes to it.
@@ -57,6 +62,7 @@ final class ClientRequests {
         if login.mode != .none {
             forward += LDAPMessages.bindRequest(id: Self.openingBindID, dn: self.bindDN, password: bindPassword)
             interceptedMessageID = Self.openingBindID
+            bindSentAt = monotonicNanos()
         }
     }
 
@@ -73,6 +79,18 @@ final class ClientRequests {
     /// message as it completes.
     func take(from input: inout RelayBuffer) -> Stop? {
         while takesRequests && !input.isEmpty {
+            if messageLength == nil && message.isEmpty {
+                // A message starts in the input: its header is read there, and the
+                // message is then copied at once (a header cut by the end of the input
+                // is collected byte by byte below).
+                switch input.withReadable({ LDAPMessageFramer.header(of: $0) }) {
+                case .incomplete: break
+                case .notLDAP: return protocolError("the client's bytes are not LDAP messages")
+                case .message(let header, let content):
+                    if let stop = tooLarge(header + content) { return stop }
+                    messageLength = header + content
+                }
+            }
             let wanted: Int
             if let length = messageLength {
                 wanted = length - message.count
@@ -87,17 +105,20 @@ final class ClientRequests {
                 case .incomplete: continue
                 case .notLDAP: return protocolError("the client's bytes are not LDAP messages")
                 case .message(let header, let content):
-                    guard header + content <= maxRequestSize else {
-                        return Stop(notice: NoticeOfDisconnection.encode(.protocolError, diagnostic: "request larger than \(maxRequestSize) bytes"),
-                                    reason: .requestTooLarge, end: .error,
-                                    detail: "a request of \(header + content) bytes, above max_request_size (\(maxRequestSize))")
-                    }
+                    if let stop = tooLarge(header + content) { return stop }
                     messageLength = header + content
                 }
             }
             if message.count == messageLength, let stop = act() { return stop }
         }
         return nil
+    }
+
+    private func tooLarge(_ length: Int) -> Stop? {
+        guard length > maxRequestSize else { return nil }
+        return Stop(notice: NoticeOfDisconnection.encode(.protocolError, diagnostic: "request larger than \(maxRequestSize) bytes"),
+                    reason: .requestTooLarge, end: .error,
+                    detail: "a request of \(length) bytes, above max_request_size (\(maxRequestSize))")
     }
 
     private func act() -> Stop? {
@@ -109,8 +130,8 @@ final class ClientRequests {
         let request: LDAPRequest
         do { request = try LDAPRequest(decoding: message) } catch { return protocolError("malformed request: \(error)") }
         requestCount += 1
-        if request.operation == .bind, ownBindInProgress != nil {
-            return protocolError("a bind request while the previous bind (messageID \(ownBindInProgress!)) was in progress")
+        if let pending = ownBindInProgress {
+            return protocolError("a request (messageID \(request.messageID)) while the bind with messageID \(pending) was in progress")
         }
         switch login.step(request, message: message) {
         case .forward(let bytes):
@@ -121,6 +142,7 @@ final class ClientRequests {
         case .rebindThenAnswer(let id, let answer):
             send(LDAPMessages.bindRequest(id: id, dn: bindDN, password: bindPassword))
             interceptedMessageID = id
+            bindSentAt = monotonicNanos()
             answerAfterBind = answer
         }
         return nil
@@ -185,7 +207,4 @@ final class ClientRequests {
         answerAfterBind = nil
         return nil
     }
-
-    /// Whether the proxy's opening bind is still under way.
-    var awaitingOpeningBind: Bool { interceptedMessageID != nil && login.mode != .none && requestCount == 0 && answerAfterBind == nil }
 }

@@ -18,6 +18,10 @@ final class StartTLSDoor {
     }
 
     private let socket: StreamSocket
+    /// Before TLS nobody is verified yet: a request may be this large at most, so that
+    /// an unverified connection holds a few KiB, not max_request_size. A StartTLS request
+    /// is 31 bytes; a plain request answered with confidentialityRequired is small.
+    static let limitBeforeTLS = 16 * 1024
     private let maxRequestSize: Int
     private var input: [UInt8] = []
     private var output: [UInt8] = []
@@ -28,7 +32,7 @@ final class StartTLSDoor {
 
     init(socket: StreamSocket, maxRequestSize: Int) {
         self.socket = socket
-        self.maxRequestSize = maxRequestSize
+        self.maxRequestSize = min(maxRequestSize, Self.limitBeforeTLS)
     }
 
     func step() -> Step {
@@ -64,7 +68,9 @@ final class StartTLSDoor {
         case .incomplete: return nil
         case .notLDAP: return protocolError("the client's bytes are not LDAP messages (is it speaking TLS to a StartTLS port?)")
         case .message(let header, let content):
-            guard header + content <= maxRequestSize else { return protocolError("a request above max_request_size (\(maxRequestSize))") }
+            guard header + content <= maxRequestSize else {
+                return protocolError("a request of \(header + content) bytes before TLS (at most \(maxRequestSize) until StartTLS)")
+            }
             guard input.count >= header + content else { return nil }
             length = header + content
         }
