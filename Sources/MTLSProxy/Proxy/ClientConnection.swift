@@ -226,8 +226,12 @@ final class ClientConnection: EventHandler {
         guard phase == .checkingRevocation, crlWaitStatus != nil else { return }
         crlWaitStatus = nil
         if let refusal {
-            return deny(refusal, detail: refusal == .revoked ? "revoked by the CRL downloaded for it"
-                                                             : "no current CRL after waiting for its download")
+            let detail = switch refusal {
+            case .revoked: "revoked by the CRL downloaded for it"
+            case .crlMissing, .crlExpired: "no current CRL after waiting for its download"
+            default: "refused after waiting for its CRL's download"
+            }
+            return deny(refusal, detail: detail)
         }
         if listener.config.revocation.ocsp != .off { return startRevocationCheck(now: monotonicNanos()) }
         revocationDecided(.pass(note: ""))
