@@ -97,14 +97,16 @@ final class DirectoryChecker {
             case .unavailable(let why):
                 done(.unavailable(why))
             case .entries(let entries):
-                let verdict = Self.verdict(entries, certificate: lookup.certificate, checkCertificate: self?.config.verifyCertInDirectory ?? true)
+                let verdict = Self.verdict(entries, certificate: lookup.certificate, checkCertificate: self?.config.verifyCertInDirectory ?? true,
+                                           isLogin: self?.config.clientAuth != ClientAuth.none)
                 if ttl > 0 { self?.remember(lookup.certificate, generation: generation, verdict: verdict, ttl: ttl) }
                 done(verdict)
             }
         }
     }
 
-    static func verdict(_ entries: [DirectoryEntry], certificate: [UInt8], checkCertificate: Bool) -> DirectoryVerdict {
+    /// `isLogin`: the entry becomes the client's identity (client_auth), so it must be one.
+    static func verdict(_ entries: [DirectoryEntry], certificate: [UInt8], checkCertificate: Bool, isLogin: Bool) -> DirectoryVerdict {
         guard checkCertificate else {
             // The mapping is the login: it must name one entry, or nobody.
             switch entries.count {
@@ -113,9 +115,12 @@ final class DirectoryChecker {
             default: return .absent("\(entries.count) entries match the certificate: the mapping must find one")
             }
         }
-        // The entry holding exactly this certificate; two such entries are no answer.
+        // An entry holding exactly this certificate. For the check alone any such candidate
+        // will do; as the login, two such entries are no answer (which one would it be?).
         let holders = entries.filter { $0.certificates.contains(certificate) }
-        if holders.count > 1 { return .absent("\(holders.count) entries hold this certificate: the mapping must find one") }
+        if isLogin && holders.count > 1 {
+            return .absent("\(holders.count) entries hold this certificate: the mapping must find one to be the login")
+        }
         if let entry = holders.first { return .present(entryDN: entry.dn) }
         let held = entries.contains { !$0.certificates.isEmpty }
         return .absent(held ? "the entry holds other certificates" : "no entry, or no certificate in it")

@@ -19,9 +19,13 @@ final class HealthServer: EventHandler {
 
     private var pause: AcceptPause!
 
+    /// Brings the gauges that are read from elsewhere up to date, just before a scrape.
+    private let beforeScrape: () -> Void
+
     init(fd: Int32, loop: EventLoop, registry: PrometheusCollectorRegistry, logger: Logger,
-         stalledWorkers: @escaping () -> [Int], readiness: @escaping () -> ReadinessReport) {
+         stalledWorkers: @escaping () -> [Int], beforeScrape: @escaping () -> Void, readiness: @escaping () -> ReadinessReport) {
         self.fd = fd
+        self.beforeScrape = beforeScrape
         self.stalledWorkers = stalledWorkers
         self.loop = loop
         self.registry = registry
@@ -72,6 +76,7 @@ final class HealthServer: EventHandler {
             let report = readiness()
             response = HTTPResponse(status: report.isReady ? 200 : 503, contentType: "application/json", body: report.json)
         default:
+            beforeScrape()
             response = HTTPResponse(
                 status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToString())
         }

@@ -58,13 +58,17 @@ final class ListenerRuntime: Sendable {
             active.subtract(1, ordering: .relaxed)
             return false
         }
-        metrics.active.set(Int64(now))
         return true
     }
 
     func releaseSlot() {
-        let now = active.subtract(1, ordering: .relaxed).newValue
-        metrics.active.set(Int64(now))
+        active.subtract(1, ordering: .relaxed)
+    }
+
+    /// The open-connections gauge, from the counter, when /metrics is read. Set by each
+    /// worker as it counted, two workers could leave it at the older of their two values.
+    func publishActive() {
+        metrics.active.set(Int64(active.load(ordering: .relaxed)))
     }
 
     /// A CA a client sent became a known signer: say which of its CRLs now count.

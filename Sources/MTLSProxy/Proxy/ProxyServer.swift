@@ -179,6 +179,8 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                 let heartbeats = workers.map { UncheckedBox($0.heartbeat) }
                 healthServer = HealthServer(fd: fd, loop: loop0, registry: metrics.registry, logger: logger, stalledWorkers: {
                     heartbeats.enumerated().filter { !$0.element.value.isFresh }.map(\.offset)
+                }, beforeScrape: {
+                    for listener in listeners { listener.publishActive() }
                 }) { [unowned self] in
                     Readiness.evaluate(listeners, workers: workerCount, draining: self.draining.load(ordering: .relaxed), now: wallClockSeconds())
                 }
