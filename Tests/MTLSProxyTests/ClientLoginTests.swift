@@ -195,7 +195,7 @@ final class ClientLoginTests: XCTestCase {
                 try search.appendConstructedNode(identifier: ASN1Identifier(tagWithNumber: 3, tagClass: .contextSpecific)) { ava in
                     for part in ["uid", "bob", "mail"] { try ava.serialize(ASN1OctetString(contentBytes: ArraySlice(part.utf8))) }
                 }
-                try search.appendConstructedNode(identifier: .sequence) { _ in }
+                search.appendConstructedNode(identifier: .sequence) { _ in }
             }
         }
         XCTAssertThrowsError(try LDAPRequest(decoding: badFilter), "an AVA of three elements")

@@ -57,14 +57,14 @@ enum TestLDAP {
                 search.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 7, tagClass: .contextSpecific)) {
                     $0.append(contentsOf: "objectClass".utf8)
                 }
-                try search.appendConstructedNode(identifier: .sequence) { _ in }
+                search.appendConstructedNode(identifier: .sequence) { _ in }
             }
         }
     }
 
     static func extended(_ id: Int, name: String) -> [UInt8] {
         message(id) { op in
-            try op.appendConstructedNode(identifier: app(23)) { ext in
+            op.appendConstructedNode(identifier: app(23)) { ext in
                 ext.appendPrimitiveNode(identifier: ASN1Identifier(tagWithNumber: 0, tagClass: .contextSpecific)) { $0.append(contentsOf: name.utf8) }
             }
         }
