@@ -36,11 +36,10 @@ final class ClientRequests {
     /// a request slapd holds back while it waits to write, could otherwise leave the
     /// backend connection bound as the proxy while no control is sent any more.
     private(set) var ownBindInProgress: Int?
-    /// What the client is told once that bind succeeds (nil for the opening bind).
     /// When the proxy's bind (opening or rebind) went out, for its deadline.
     private(set) var bindSentAt: UInt64 = 0
+    /// What the client is told once that bind succeeds (nil for the opening bind).
     private var answerAfterBind: [UInt8]?
-    private(set) var requestCount = 0
     /// The backend refused the proxy's bind: nothing more goes to it.
     private var bindRefused = false
 
@@ -129,7 +128,6 @@ final class ClientRequests {
         }
         let request: LDAPRequest
         do { request = try LDAPRequest(decoding: message) } catch { return protocolError("malformed request: \(error)") }
-        requestCount += 1
         if let pending = ownBindInProgress {
             return protocolError("a request (messageID \(request.messageID)) while the bind with messageID \(pending) was in progress")
         }
