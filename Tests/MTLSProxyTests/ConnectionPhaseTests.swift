@@ -64,7 +64,7 @@ final class ConnectionPhaseTests: XCTestCase {
         let clientEvents = client.finish()
 
         XCTAssertEqual(clientEvents, ["handshake completed", "write processed(11)", "answer HELLO PROXY", "finish true", "then closed"])
-        XCTAssertEqual(run.phases, [.handshaking, .connecting, .relaying, .closed])
+        XCTAssertEqual(run.phases, [.handshaking, .relaying, .closed])
         let line = try XCTUnwrap(run.logs.lines.last)
         XCTAssertEqual(line.message, "connection closed")
         XCTAssertEqual(line.metadata["end"], "closed")
@@ -85,6 +85,108 @@ final class ConnectionPhaseTests: XCTestCase {
         XCTAssertEqual(run.counter("connections", label: "outcome=\"handshake_timeout\""), 1)
         XCTAssertEqual(run.backend.acceptedCount, 0)
     }
+
+    func testQuietRelayIsClosedAtTheIdleTimeout() throws {
+        let run = try PhaseRun(pki: pki!) { $0.idleTimeoutNanos = 300_000_000 }
+        run.backend.serveUppercase()
+        let client = run.startClient(withCertificate: true) { tls, _ in
+            var events = ["handshake \(tls.handshakeToEnd())"]
+            var buffer = [UInt8](repeating: 0, count: 256)
+            events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")  // waits: nothing comes, then close_notify
+            return events
+        }
+        run.runLoop()
+        XCTAssertEqual(client.finish(), ["handshake completed", "then closed"])
+        XCTAssertEqual(run.phases, [.handshaking, .relaying, .closed])
+        let line = try XCTUnwrap(run.logs.lines.last)
+        XCTAssertEqual(line.metadata["end"], "idle_timeout")
+        XCTAssertEqual(line.metadata["detail"], "no bytes either way for 300ms")
+        XCTAssertEqual(run.backend.acceptedCount, 1)
+    }
+
+    func testBackendRefusingTheConnectEndsAsBackendUnavailable() throws {
+        let run = try PhaseRun(pki: pki!) { $0.backend = .inet(host: "127.0.0.1", port: closedPort()) }
+        let client = run.startClient(withCertificate: true) { tls, _ in
+            var events = ["handshake \(tls.handshakeToEnd())"]
+            var buffer = [UInt8](repeating: 0, count: 256)
+            events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")
+            return events
+        }
+        run.runLoop()
+        XCTAssertEqual(client.finish(), ["handshake completed", "then closed"])
+        let line = try XCTUnwrap(run.logs.lines.last)
+        XCTAssertEqual(line.metadata["end"], "backend_unavailable")
+        XCTAssertTrue(line.metadata["detail"]?.contains("refused") == true, "\(line.metadata)")
+    }
+
+    func testRevokedWhileRelayingGetsTheNoticeAtAMessageBoundary() throws {
+        let run = try PhaseRun(pki: pki!)
+        run.backend.serveUppercase()
+        // An abandon request: no byte of it changes in upper case, so the echo is LDAP.
+        let abandon: [UInt8] = [0x30, 0x06, 0x02, 0x01, 0x05, 0x50, 0x01, 0x01]
+        let echoed = Gate()
+        let client = run.startClient(withCertificate: true) { tls, _ in
+            var events = ["handshake \(tls.handshakeToEnd())"]
+            events.append("write \(abandon.withUnsafeBytes { tls.write($0) })")
+            var received: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while received.count < abandon.count, case .processed(let n) = buffer.withUnsafeMutableBytes({ tls.read(into: $0) }) {
+                received += buffer[0..<n]
+            }
+            events.append("echo \(received == abandon)")
+            echoed.open()
+            received = []
+            while case .processed(let n) = buffer.withUnsafeMutableBytes({ tls.read(into: $0) }) { received += buffer[0..<n] }
+            events.append("notice \(received == NoticeOfDisconnection.revoked)")
+            return events
+        }
+        var told = false
+        run.onTick = { connection in
+            guard echoed.isOpen, !told else { return }
+            told = true
+            connection.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: "certificate revoked by a new CRL")
+        }
+        run.runLoop()
+        XCTAssertEqual(client.finish(), ["handshake completed", "write processed(8)", "echo true", "notice true"])
+        let line = try XCTUnwrap(run.logs.lines.last)
+        XCTAssertEqual(line.metadata["end"], "revoked")
+        XCTAssertEqual(line.metadata["detail"], "certificate revoked by a new CRL; Notice of Disconnection sent")
+    }
+
+    func testSilentOCSPResponderUnderStrictPolicyIsRefusedAfterItsTimeout() throws {
+        // A responder that takes the connection and never answers.
+        let responder = try TestBackend()
+        defer { responder.close() }
+        let run = try PhaseRun(pki: pki!) {
+            $0.revocation.ocsp = .leaf
+            $0.revocation.ocspResponder = HTTPURL("http://127.0.0.1:\(responder.port)/")
+            $0.revocation.ocspTimeoutNanos = 300_000_000
+        }
+        let client = run.startClient(withCertificate: true) { tls, _ in
+            var events = ["handshake \(tls.handshakeToEnd())"]
+            var buffer = [UInt8](repeating: 0, count: 256)
+            events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")
+            return events
+        }
+        run.runLoop()
+        let events = client.finish()
+        XCTAssertEqual(events.first, "handshake completed")
+        // The refusal's alert (TLSSession words what the peer sent as "client sent").
+        XCTAssertTrue(events.last?.hasSuffix("alert: certificate_unknown\")") == true, "\(events)")
+        // The lingering after the alert ends as soon as the client closes: too short to see.
+        XCTAssertEqual(run.phases.filter { $0 != .lingering }, [.handshaking, .admitting, .closed])
+        let line = try XCTUnwrap(run.logs.lines.last)
+        XCTAssertEqual(line.metadata["reason"], "ocsp_unavailable")
+        XCTAssertEqual(run.backend.acceptedCount, 0, "nothing reaches the backend before the admission says yes")
+    }
+}
+
+/// A loopback port with nothing listening on it (bound, then closed).
+private func closedPort() -> UInt16 {
+    let fd = try! Socket.listen(on: SocketAddress.resolve(.inet(host: "127.0.0.1", port: 0)), reusePort: false)
+    let port = Socket.localAddress(fd).ipBytesAndPort!.port
+    Glibc.close(fd)
+    return port
 }
 
 // MARK: - The parts of a run
@@ -143,6 +245,10 @@ private final class PhaseRun {
     /// Opens the client's gate once the connection is in `phase`.
     func openGateWhen(_ phase: ClientConnection.Phase) { gatePhase = phase }
 
+    /// Runs on the loop every millisecond while the connection is open (what the
+    /// operator's side does to it: a new CRL, a shutdown).
+    var onTick: ((ClientConnection) -> Void)?
+
     /// Starts the connection and runs the loop until it is closed (10 s at most).
     func runLoop() {
         let loop = worker.loop
@@ -151,6 +257,7 @@ private final class PhaseRun {
             let phase = connection.phase
             if phases.last != phase { phases.append(phase) }
             if phase == gatePhase { gate.open() }
+            if phase != .closed { onTick?(connection) }
             if phase == .closed || now > limit { loop.stop() }
         }
         phases.append(connection.phase)
@@ -190,6 +297,8 @@ final class Gate: @unchecked Sendable {  // two descriptors, written once
         var byte: UInt8 = 1
         _ = Glibc.write(fds[1], &byte, 1)
     }
+
+    var isOpen: Bool { opened.load(ordering: .relaxed) }
 
     func wait() {
         var byte: UInt8 = 0

@@ -1,13 +1,15 @@
-/// One client, from accept to close: TLS handshake and verification, the optional
-/// directory check, the backend connect, the relay, and the close with its report.
+/// One client, from accept to close: what comes before TLS, the TLS handshake and
+/// verification, the admission checks, the backend connect, the relay, and the close
+/// with its report. Each part is a type of its own; this is the spine that orders them.
 ///
-/// Phases: (readingProxyHeader) -> (awaitingStartTLS) -> handshaking -> (checkingRevocation) -> (checkingDirectory) ->
-/// connecting -> relaying -> closed, or -> lingering -> closed when the client is refused.
-/// No backend connection exists before the client's chain has been verified: nothing
-/// reaches the backend before that.
+/// Phases: (preamble) -> handshaking -> (admitting) -> relaying -> closed, or
+/// -> lingering -> closed when the client is refused. Relaying is the backend session's:
+/// its connect, then the relay.
+/// No backend connection exists before the client's chain has been verified and
+/// admitted: nothing reaches the backend before that.
 /// Each phase sets `deadline` when it begins, and the one timer enforces it.
 final class ClientConnection: EventHandler {
-    enum Phase { case readingProxyHeader, awaitingStartTLS, handshaking, checkingRevocation, checkingDirectory, connecting, relaying, lingering, closed }
+    enum Phase { case preamble, handshaking, admitting, relaying, lingering, closed }
 
     let id: UInt64
     let listener: ListenerRuntime
@@ -16,41 +18,28 @@ final class ClientConnection: EventHandler {
     private let trust: TrustState
     private let client: StreamSocket
     private let transport: SocketTransport
+    private var preamble: ConnectionPreamble?
     private var tls: TLSSession?
-    private var dial: BackendDial?
-    private var backend: StreamSocket?
-    private var relay: Relay<TLSSession, StreamSocket>?
-    /// tls = starttls: the plain LDAP before the handshake.
-    private var door: StartTLSDoor?
+    private var admission: Admission?
+    private var backend: BackendSession?
     private(set) var phase = Phase.handshaking
     /// When the current phase gives up.
     private var deadline: UInt64 = 0
     private lazy var timer = worker.loop.timer { [unowned self] now in self.timerFired(now: now) }
-    private var report: ConnectionReport
-    private var verified = false
+    private let report: ConnectionReport
     /// The handshake gave way to other connections and goes on from the timer.
     private var handshakeYielded = false
-    private var lastActivity: UInt64 = 0
-    /// A close waiting for the LDAP message in flight to the client (closeWithNotice).
-    private var closing: (end: ConnectionEnd, detail: String, deadline: UInt64)?
-    /// The certificates the client sent, read once from the session.
-    private var peerChain: PeerChain?
+    /// The client's chain (read once from the session) and what its verification found.
+    private var verification: PeerVerifier.Result?
+    /// crl_fetch: the chain's status while the client waits for a CRL's first download.
+    private var awaitingCRL: UInt32?
     /// The verified chain, by which live revocation finds this connection.
-    private(set) var chain: [ChainLink] = []
-    /// When the backend must have answered the proxy's own bind (client_auth: the opening
-    /// bind or a rebind), while one is under way.
-    private var bindDeadline: UInt64? {
-        guard let requests = relay?.requests, requests.interceptedMessageID != nil else { return nil }
-        return requests.bindSentAt + listener.config.connectTimeoutNanos
-    }
-    /// The DN of the certificate's entry, whose identity requests carry (client_auth).
-    private var entryDN: String?
+    var chain: [ChainLink] { verification?.chain ?? [] }
+    /// What the admission checks found (the login's entry, OCSP's hold, the directory lookup).
+    private var admitted = Admission.Admitted()
     /// With verify_cert_in_directory: what the background re-check asks about.
-    private(set) var directoryLookup: DirectoryLookup?
+    var directoryLookup: DirectoryLookup? { admitted.directoryLookup }
 
-    /// How long a close waits for the message in flight before it gives up on the
-    /// notice: short, so that a revoked client is gone within 2 s of the new CRL.
-    static let boundaryWaitNanos: UInt64 = 1_000_000_000
     static let lingerNanos: UInt64 = 2_000_000_000
 
     init(socket: Descriptor, peer: SocketAddress, listener: ListenerRuntime, trust: TrustState, worker: Worker) {
@@ -63,62 +52,31 @@ final class ClientConnection: EventHandler {
         report = ConnectionReport(peer: peer, acceptedAt: monotonicNanos())
     }
 
-    // MARK: - Handshake and verification
+    // MARK: - Before TLS, handshake and verification
 
     func start() {
         // Edge-triggered, both directions, registered once: readiness is tracked by the
         // sockets and the relay, so no epoll_ctl is needed per state change.
         worker.loop.register(fd: client.raw, events: Epoll.edgeTriggeredBoth, handler: self)
-        let config = listener.config
-        guard config.proxyProtocolIn != .off else { return openDoorOrStartSession() }
-        guard let address = report.peer.ipBytesAndPort?.bytes, config.trustedProxies.contains(where: { $0.contains(address) }) else {
-            report.refused(.untrustedProxy, metrics: listener.metrics)
-            return close(.refused, detail: "proxy_protocol_in is on and \(report.peer) is not in trusted_proxies")
-        }
-        enter(.readingProxyHeader, until: report.acceptedAt + config.handshakeTimeoutNanos)
-        readProxyHeader()
+        preamble = ConnectionPreamble(socket: client, peer: report.peer, config: listener.config)
+        guard preamble != nil else { return startSession() }
+        enter(.preamble, until: report.acceptedAt + listener.config.handshakeTimeoutNanos)
+        stepPreamble()
     }
 
-    /// The balancer's header comes before the TLS bytes.
-    private func readProxyHeader() {
-        switch ProxyHeaderReader.step(client.descriptor, mode: listener.config.proxyProtocolIn) {
+    private func stepPreamble() {
+        guard let preamble else { return }
+        switch preamble.step() {
         case .waiting: return
-        case .invalid(let why):
-            report.refused(.badProxyHeader, metrics: listener.metrics)
-            close(.refused, detail: why)
-        case .failed(let why): close(.error, detail: why)
-        case .taken(let address):
-            if let address {
-                report.proxiedBy = report.peer
-                report.peer = address
-            }
-            openDoorOrStartSession()
-        }
-    }
-
-    /// LDAPS starts TLS at once; a StartTLS listener serves plain LDAP until the client
-    /// asks for TLS, within the same handshake_timeout from accept.
-    private func openDoorOrStartSession() {
-        guard listener.config.tls == .starttls else { return startSession() }
-        door = StartTLSDoor(socket: client, maxRequestSize: listener.config.maxRequestSize)
-        enter(.awaitingStartTLS, until: report.acceptedAt + listener.config.handshakeTimeoutNanos)
-        stepDoor()
-    }
-
-    private func stepDoor() {
-        guard let door else { return }
-        switch door.step() {
-        case .waiting: break
-        case .upgrade:
-            self.door = nil
+        case .tlsNext:
+            report.peer = preamble.client
+            report.proxiedBy = preamble.proxiedBy
+            self.preamble = nil
             startSession()
-        case .closed(let why):
-            report.refused(.startTLSRequired, metrics: listener.metrics)
-            close(.refused, detail: why + (door.refusedRequests > 0 ? "; \(door.refusedRequests) request(s) answered confidentialityRequired" : ""))
-        case .stop(let stop):
-            door.sendNotice(stop.notice)
-            report.refused(stop.reason, metrics: listener.metrics)
-            close(stop.end, detail: stop.detail + "; Notice of Disconnection sent")
+        case .refused(let reason, let end, let detail):
+            report.refused(reason, metrics: listener.metrics)
+            close(end, detail: detail)
+        case .failed(let why): close(.error, detail: why)
         }
     }
 
@@ -153,20 +111,14 @@ final class ClientConnection: EventHandler {
     /// which skip that, when the handshake completes). False fails the handshake.
     private func verifyPeer() -> Bool {
         guard let tls else { return false }
-        verified = true
         report.noteSession(tls)
-        guard let peer = PeerChain(session: tls.handle) else {
-            report.refusal = .noCertificate
-            tls.sendAlert(.noCertificate)
-            return false
-        }
-        let result = worker.verificationCache.verify(chain: peer, session: tls.handle, trust: trust)
+        let result = PeerChain(session: tls.handle).map { worker.verificationCache.verify(chain: $0, session: tls.handle, trust: trust) }
+            ?? PeerVerifier.Result(refusal: .noCertificate)
+        verification = result
         report.identity = result.identity
-        chain = result.chain
-        peerChain = peer
         for adoption in result.adoptions { listener.announce(adoption) }
-        if listener.config.revocation.crlFetch && CRLWait.mayWait(result, chain: peer, listener: listener) {
-            awaitingCRL = result.chainStatus  // decided once the first download of its issuer's CRL ended
+        if let peer = result.peer, listener.config.revocation.crlFetch && CRLWait.mayWait(result, chain: peer, listener: listener) {
+            awaitingCRL = result.chainStatus  // decided by the admission, once the download ended
             return true
         }
         guard let reason = result.refusal else { return true }
@@ -178,219 +130,69 @@ final class ClientConnection: EventHandler {
     private func handshakeCompleted(_ tls: TLSSession) {
         report.noteSession(tls)
         report.resumed = tls.isResumed
-        if !verified && !verifyPeer() { return refuse(report.refusal ?? .badCertificate) }
-        guard report.refusal == nil, report.identity != nil else { return refuse(report.refusal ?? .badCertificate) }
-        let now = monotonicNanos()
-        listener.metrics.handshakeSeconds.record(Double(now - report.acceptedAt) / 1e9)
+        if verification == nil && !verifyPeer() { return refuse(report.refusal ?? .badCertificate) }
+        guard report.refusal == nil, let identity = report.identity, let peerChain = verification?.peer else {
+            return refuse(report.refusal ?? .badCertificate)
+        }
+        listener.metrics.handshakeSeconds.record(Double(monotonicNanos() - report.acceptedAt) / 1e9)
         worker.live.index(self)
-        if listener.config.certMap == .subject { entryDN = report.identity?.subject }
-        if listener.config.revocation.ocsp != .off || awaitingCRL != nil { return startRevocationCheck(now: now) }
-        if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
-        connectBackend(now: now)
-    }
-
-    // MARK: - Revocation services (OCSP)
-
-    /// Until when the OCSP answers this connection rests on hold (revoke_active asks again then).
-    private(set) var ocspUntil: Int?
-    /// crl_fetch: the chain lacked a CRL that is being downloaded for the first time
-    /// (GnuTLS's status on the chain, to decide again once it is in).
-    private var awaitingCRL: UInt32?
-
-    /// Nothing reaches the backend until OCSP has said yes (or, best-effort, could not say),
-    /// and, with crl_fetch, the first download of a missing CRL has ended.
-    private func startRevocationCheck(now: UInt64) {
-        guard let peerChain else { return deny(.ocspUnavailable, detail: "cannot read the client certificate") }
-        let ocsp = listener.config.revocation.ocsp != .off
-        enter(.checkingRevocation, until: now + (awaitingCRL != nil ? CRLFetcher.firstWaitNanos : 0)
-            + (ocsp ? listener.config.revocation.ocspTimeoutNanos : 0) + 500_000_000)
-        if let chainStatus = awaitingCRL {
-            awaitingCRL = nil
-            crlWaitStatus = chainStatus
-            return CRLWait.start(links: chain, chainStatus: chainStatus, listener: listener, loop: worker.loop) { [self] refusal in
-                crlWaitEnded(refusal)
+        let entryDN = listener.config.certMap == .subject ? identity.subject : nil
+        guard Admission.isNeeded(listener.config, awaitingCRL: awaitingCRL != nil) else {
+            admitted.entryDN = entryDN
+            return connectBackend()
+        }
+        phase = .admitting
+        admission = Admission(listener: listener, trust: trust, worker: worker, peerChain: peerChain, links: chain,
+                              identity: identity, client: report.peer, entryDN: entryDN)
+        admission!.start(awaitingCRL: awaitingCRL) { [unowned self] verdict in
+            admission = nil
+            switch verdict {
+            case .admitted(let admitted):
+                self.admitted = admitted
+                report.ocsp = admitted.ocspNote
+                connectBackend()
+            case .refused(let reason, let detail):
+                deny(reason, detail: detail)
             }
         }
-        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [self] decision, until in
-            ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
-            revocationDecided(decision)
-        }
     }
 
-    /// Set while the connection waits for a CRL's first download (the chain's status).
-    private var crlWaitStatus: UInt32?
-
-    /// The end of the CRL wait, from CRLWait or from the phase timer when its poll runs
-    /// late: either way the CRL verdict decides, never ocsp_policy. Then OCSP, if on.
-    private func crlWaitEnded(_ refusal: RefusalReason?) {
-        guard phase == .checkingRevocation, crlWaitStatus != nil else { return }
-        crlWaitStatus = nil
-        if let refusal {
-            let detail = switch refusal {
-            case .revoked: "revoked by the CRL downloaded for it"
-            case .crlMissing, .crlExpired: "no current CRL after waiting for its download"
-            default: "refused after waiting for its CRL's download"
-            }
-            return deny(refusal, detail: detail)
-        }
-        if listener.config.revocation.ocsp != .off { return startRevocationCheck(now: monotonicNanos()) }
-        revocationDecided(.pass(note: ""))
-    }
-
-    /// revoke_active: once the answers this connection rests on have expired, OCSP is
-    /// asked again; a fresh `revoked` closes it with a Notice of Disconnection. (No
+    /// revoke_active: once the OCSP answers this connection rests on have expired, OCSP
+    /// is asked again; a fresh `revoked` closes it with a Notice of Disconnection. (No
     /// usable answer leaves it open: what was checked at the handshake still stands.)
     func recheckRevocation(now: Int) {
-        guard phase == .relaying, closing == nil, let until = ocspUntil, until <= now, let peerChain else { return }
-        ocspUntil = nil  // one re-check at a time
-        RevocationGate.ask(links: chain, peer: peerChain, trust: trust, listener: listener, loop: worker.loop) { [weak self] decision, until in
-            guard let self, self.phase == .relaying else { return }
-            self.ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(self.listener.config.revocation)
+        guard phase == .relaying, backend?.isRelaying == true, let until = admitted.ocspUntil, until <= now,
+              let peer = verification?.peer else { return }
+        admitted.ocspUntil = nil  // one re-check at a time
+        RevocationGate.ask(links: chain, peer: peer, trust: trust, listener: listener, loop: worker.loop) { [weak self] decision, until in
+            guard let self, phase == .relaying else { return }
+            admitted.ocspUntil = until ?? wallClockSeconds() + RevocationGate.retrySeconds(listener.config.revocation)
             if case .refuse(.revoked, let detail) = decision {
-                self.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: detail + " (fresh OCSP answer)")
+                closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: detail + " (fresh OCSP answer)")
             }
-        }
-    }
-
-    private func revocationDecided(_ decision: OCSPPolicy.Decision) {
-        guard phase == .checkingRevocation else { return }
-        switch decision {
-        case .pass(let note):
-            if !note.isEmpty { report.ocsp = note }
-            let now = monotonicNanos()
-            if listener.config.usesDirectory { return startDirectoryCheck(now: now) }
-            connectBackend(now: now)
-        case .refuse(let reason, let detail):
-            deny(reason, detail: detail)
-        }
-    }
-
-    // MARK: - Directory
-
-    /// Nothing reaches the backend until the directory has said yes.
-    private func startDirectoryCheck(now: UInt64) {
-        guard let identity = report.identity, let peerChain else {
-            return deny(.directoryUnavailable, detail: "cannot read the client certificate")
-        }
-        let lookup = DirectoryLookup(chain: peerChain, identity: identity)
-        directoryLookup = lookup
-        enter(.checkingDirectory, until: now + listener.config.directoryTimeoutNanos + 500_000_000)
-        DirectoryGate.ask(lookup, listener: listener, worker: worker, generation: trust.generation, peer: report.peer,
-                          subject: identity.subject) { [self] decision in directoryDecided(decision) }
-    }
-
-    private func directoryDecided(_ decision: DirectoryGate.Decision) {
-        guard phase == .checkingDirectory else { return }
-        switch decision {
-        case .pass(let dn):
-            if let dn { entryDN = dn }
-            // The login needs an entry: directory_unavailable = allow cannot invent one.
-            if listener.config.clientAuth != .none && entryDN == nil {
-                return deny(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to")
-            }
-            connectBackend(now: monotonicNanos())
-        case .refuse(let reason, let detail): deny(reason, detail: detail)
         }
     }
 
     // MARK: - Backend
 
-    private func connectBackend(now: UInt64) {
-        if dial == nil { dial = BackendDial(to: listener.backendAddress, timeoutNanos: listener.config.connectTimeoutNanos, now: now) }
-        let step = dial!.attempt(now: now) { listener.logger.debug("\($0)", metadata: ["client": "\(report.peer)"]) }
-        switch step {
-        case .failed(let why): return backendUnavailable(why)
-        case .retry(let at): return enter(.connecting, until: at)
-        case .connected(let socket), .inProgress(let socket):
-            backend = socket
-            worker.loop.register(fd: socket.raw, events: Epoll.edgeTriggeredBoth, handler: self)
-            enter(.connecting, until: dial!.deadline)
-            if case .connected = step { backendConnected() }
-        }
-    }
-
-    private func backendConnected() {
-        guard let tls, let backend else { return }
-        // With proxy_protocol = v2, the first bytes to the backend say who the client is.
-        let preface = listener.config.proxyProtocol != .v2 ? [] : ProxyProtocolV2.header(
-            client: report.peer, local: Socket.localAddress(client.raw), tlsVersion: report.tlsVersion,
-            commonName: report.identity?.commonName)
-        let config = listener.config
-        if config.isMessageAware {
-            // The proxy's own bind (client_auth) must be answered within connect_timeout.
-            let login = ClientLogin(mode: config.clientAuth, entryDN: entryDN ?? "")
-            let requests = ClientRequests(login: login, maxRequestSize: config.maxRequestSize, bindDN: config.backendBindDN,
-                                          bindPassword: listener.backendPassword, preface: preface)
-            relay = Relay(client: tls, backend: backend, pool: worker.pool, requests: requests)
-        } else {
-            relay = Relay(client: tls, backend: backend, pool: worker.pool, preface: preface)
-        }
+    private func connectBackend() {
+        guard let tls else { return }
         phase = .relaying
-        touch()
-        if let bindDeadline { timer.arm(at: bindDeadline) }
-        relayed(relay!.pump())
-    }
-
-    private func backendUnavailable(_ detail: String) {
-        listener.logger.warning("backend unavailable", metadata: ["client": "\(report.peer)", "detail": "\(detail)"])
-        close(.backendUnavailable, detail: detail)
-    }
-
-    // MARK: - Relay
-
-    private func relayed(_ outcome: Relay<TLSSession, StreamSocket>.Outcome) {
-        switch outcome {
-        case .open(let moved):
-            if let bindDeadline { timer.arm(at: bindDeadline) }  // no-op unless earlier than what is armed
-            guard moved, let relay else { return }
-            touch()
-            report.publishBytes(fromClient: relay.bytesFromClient, toClient: relay.bytesToClient, metrics: listener.metrics)
-        case .finished: close(.closed)
-        case .failed(let why):
-            if let closing { return close(closing.end, detail: closing.detail) }
-            close(.error, detail: why)
-        case .noticeDelivered: close(closing!.end, detail: closing!.detail + "; Notice of Disconnection sent")
-        case .boundaryUnreachable(let why): close(closing!.end, detail: closing!.detail + "; " + why)
-        case .stop(let stop):
-            report.refused(stop.reason, detail: stop.detail, metrics: listener.metrics)
-            closeWithNotice(stop.notice, end: stop.end, detail: stop.detail)
-        }
-    }
-
-    /// Bytes moved: the idle timeout starts again.
-    private func touch() {
-        lastActivity = monotonicNanos()
-        let idle = listener.config.idleTimeoutNanos
-        if idle > 0 { timer.arm(at: lastActivity + idle) }  // no-op unless earlier than what is armed
+        backend = BackendSession(listener: listener, worker: worker, tls: tls, client: client, report: report,
+                                 entryDN: admitted.entryDN) { [unowned self] end, detail in close(end, detail: detail) }
+        backend!.connect()
     }
 
     // MARK: - Events and deadlines
 
     func handleEvent(fd: Int32, events: UInt32) {
-        if fd == client.raw {
-            client.noteEvents(events)
-            switch phase {
-            case .readingProxyHeader: readProxyHeader()
-            case .awaitingStartTLS: stepDoor()
-            case .handshaking: driveHandshake()
-            case .lingering: drainLingering()
-            case .relaying:
-                relay!.noteClientEvents(events)
-                relayed(relay!.pump())
-            case .checkingRevocation, .checkingDirectory, .connecting, .closed: break
-            }
-        } else if let backend, fd == backend.raw {
-            backend.noteEvents(events)
-            switch phase {
-            case .connecting:
-                guard events & (Epoll.output | Epoll.error | Epoll.hangup) != 0, let dial else { return }
-                if let why = dial.finish(backend, backend: listener.config.backend!) { return backendUnavailable(why) }
-                backendConnected()
-            case .relaying:
-                relay!.noteBackendEvents(events)
-                relayed(relay!.pump())
-            default: break
-            }
+        client.noteEvents(events)
+        switch phase {
+        case .preamble: stepPreamble()
+        case .handshaking: driveHandshake()
+        case .lingering: drainLingering()
+        case .relaying: backend?.clientEvents(events)
+        case .admitting, .closed: break
         }
     }
 
@@ -400,59 +202,19 @@ final class ClientConnection: EventHandler {
         timer.arm(at: until)
     }
 
+    /// The phase's deadline (the admission and the backend session keep their own).
     private func timerFired(now: UInt64) {
-        switch phase {
-        case .readingProxyHeader where now >= deadline, .awaitingStartTLS where now >= deadline, .handshaking where now >= deadline:
-            report.refused(.handshakeTimeout, metrics: listener.metrics)
-            let what = phase == .awaitingStartTLS ? "no StartTLS request" : "no complete handshake"
-            return close(.handshakeTimeout, detail: "\(what) within \(ConfigDuration.describe(listener.config.handshakeTimeoutNanos))")
-        case .handshaking where handshakeYielded:
+        if phase == .handshaking && handshakeYielded {
             handshakeYielded = false
             driveHandshake()
             if phase != .handshaking || handshakeYielded { return }
-        case .checkingRevocation where now >= deadline:
-            if let chainStatus = crlWaitStatus {
-                return crlWaitEnded(CRLWait.verdict(links: chain, chainStatus: chainStatus, listener: listener))
-            }
-            return revocationDecided(OCSPPolicy.decide([OCSPPolicy.Checked(
-                serial: report.identity?.serialHex ?? "", outcome: .failure(.unavailable("no OCSP answer in time")))],
-                policy: listener.config.revocation.ocspPolicy))
-        case .checkingDirectory where now >= deadline:
-            return directoryDecided(DirectoryGate.decision(.unavailable("the directory did not answer in time"), listener: listener,
-                                                           peer: report.peer, subject: report.identity?.subject ?? ""))
-        case .connecting where now >= deadline:
-            return backend == nil ? connectBackend(now: now) : backendUnavailable(dial!.timedOut(backend: listener.config.backend!))
-        case .lingering where now >= deadline:
-            return close(.refused)
-        case .relaying:
-            if let bindDeadline, closing == nil {
-                if now >= bindDeadline {
-                    report.refused(.backendBindFailed, metrics: listener.metrics)
-                    let detail = "the backend did not answer the proxy's bind within \(ConfigDuration.describe(listener.config.connectTimeoutNanos))"
-                    return closeWithNotice(NoticeOfDisconnection.backendBindFailed, end: .backendUnavailable, detail: detail)
-                }
-                timer.arm(at: bindDeadline)
-            }
-            if let closing {
-                if now >= closing.deadline {
-                    return close(closing.end, detail: closing.detail + "; no LDAP message boundary within 1s, closed without notice")
-                }
-                return timer.arm(at: closing.deadline)
-            }
-            let idle = listener.config.idleTimeoutNanos
-            guard idle > 0 else { return }
-            deadline = lastActivity + idle
-            if now >= deadline {
-                let quiet = ConfigDuration.describe(idle)
-                return close(.idleTimeout, detail: relay?.awaitingBackend == true
-                    ? "the backend did not answer within \(quiet)" : "no bytes either way for \(quiet)")
-            }
-        case .closed:
-            return
-        default:
-            break
         }
-        timer.arm(at: deadline)
+        guard phase == .preamble || phase == .handshaking || phase == .lingering else { return }
+        guard now >= deadline else { return timer.arm(at: deadline) }
+        guard phase != .lingering else { return close(.refused) }
+        report.refused(.handshakeTimeout, metrics: listener.metrics)
+        let what = preamble?.timeoutDetail ?? "no complete handshake"
+        close(.handshakeTimeout, detail: "\(what) within \(ConfigDuration.describe(listener.config.handshakeTimeoutNanos))")
     }
 
     // MARK: - Closing
@@ -469,6 +231,8 @@ final class ClientConnection: EventHandler {
     /// then close. Closing at once would reset the connection and lose the alert.
     private func refuse(_ reason: RefusalReason, detail: String? = nil) {
         report.refused(reason, detail: detail, metrics: listener.metrics)
+        admission?.cancel()
+        admission = nil
         tls = nil
         transport.release()
         client.descriptor.shutdownWrite()
@@ -480,42 +244,34 @@ final class ClientConnection: EventHandler {
         if client.descriptor.discardInput() != .wouldBlock { close(.refused) }
     }
 
-    /// Closes an established connection politely: waits (briefly) for the LDAP message
-    /// in flight to the client to finish, sends `notice` (a Notice of Disconnection),
-    /// then closes. Nothing more from the client reaches the backend meanwhile.
+    /// Ends the connection from outside (a new CRL, the directory, shutdown): an
+    /// established one politely, at an LDAP message boundary with `notice`.
     func closeWithNotice(_ notice: [UInt8], end: ConnectionEnd, detail: String) {
-        // Revoked while its OCSP or CRL check is pending: refused as at the handshake.
-        if phase == .checkingRevocation && end == .revoked { return deny(.revoked, detail: detail) }
-        guard phase == .relaying, closing == nil, let relay else { return close(end, detail: detail) }
-        closing = (end, detail, monotonicNanos() + Self.boundaryWaitNanos)
-        timer.arm(at: closing!.deadline)
-        relayed(relay.closeAtNextBoundary(with: notice))
+        switch phase {
+        case .admitting where end == .revoked: deny(.revoked, detail: detail)  // as at the handshake
+        case .relaying: backend?.closeWithNotice(notice, end: end, detail: detail)
+        default: close(end, detail: detail)
+        }
     }
 
     /// The one way out: close_notify when a verified session is still usable, both
     /// descriptors closed, buffers back to the pool, and the report.
     func close(_ end: ConnectionEnd, detail: String? = nil) {
         guard phase != .closed else { return }
-        if let tls, phase == .relaying || phase == .connecting || phase == .checkingDirectory || phase == .checkingRevocation,
-           relay?.closeNotifySent != true {
+        if let tls, phase == .relaying || phase == .admitting, backend?.closeNotifySent != true {
             _ = tls.finishWriting()  // best effort: never waits
         }
         phase = .closed
         timer.cancel()
+        admission?.cancel()
+        admission = nil
         worker.loop.deregister(fd: client.raw)
         client.descriptor.close()
-        if let backend {
-            worker.loop.deregister(fd: backend.raw)
-            backend.descriptor.close()
-        }
+        backend?.release()
         report.alertReceived = tls?.receivedAlert
-        if listener.config.clientAuth != .none, let login = relay?.requests?.login { report.authz = login.authzDescription }
+        if listener.config.clientAuth != .none, let authz = backend?.authz { report.authz = authz }
         tls = nil
         transport.release()
-        relay?.release()
-        if let relay {
-            report.publishBytes(fromClient: relay.bytesFromClient, toClient: relay.bytesToClient, metrics: listener.metrics)
-        }
         worker.live.forget(self)
         listener.releaseSlot()
         report.ended(end, detail: detail, listener: listener)

@@ -37,7 +37,7 @@ final class ClientRequests {
     /// backend connection bound as the proxy while no control is sent any more.
     private(set) var ownBindInProgress: Int?
     /// When the proxy's bind (opening or rebind) went out, for its deadline.
-    private(set) var bindSentAt: UInt64 = 0
+    private var bindSentAt: UInt64 = 0
     /// What the client is told once that bind succeeds (nil for the opening bind).
     private var answerAfterBind: [UInt8]?
     /// The backend refused the proxy's bind: nothing more goes to it.
@@ -64,6 +64,18 @@ final class ClientRequests {
             bindSentAt = monotonicNanos()
         }
     }
+
+    /// The requests of a client of `listener`, nil when it relays bytes unchanged. The
+    /// login runs as `entryDN`, the entry the certificate maps to.
+    convenience init?(listener: ListenerRuntime, entryDN: String?, preface: [UInt8]) {
+        let config = listener.config
+        guard config.isMessageAware else { return nil }
+        self.init(login: ClientLogin(mode: config.clientAuth, entryDN: entryDN ?? ""), maxRequestSize: config.maxRequestSize,
+                  bindDN: config.backendBindDN, bindPassword: listener.backendPassword, preface: preface)
+    }
+
+    /// When the proxy's own bind went out, while one is under way (its deadline).
+    var proxyBindSentAt: UInt64? { interceptedMessageID == nil ? nil : bindSentAt }
 
     // MARK: - Client to backend
 
@@ -164,7 +176,7 @@ final class ClientRequests {
 
     /// Writes what is due to the backend once.
     func writeForward<S: RelayStream>(to stream: S) -> IOResult {
-        let result = forward.withUnsafeBytes { stream.write(UnsafeRawBufferPointer(rebasing: $0[forwardSent...])) }
+        let result = stream.write(forward, from: forwardSent)
         if case .processed(let n) = result { forwardSent += n }
         return result
     }
@@ -176,7 +188,7 @@ final class ClientRequests {
     /// Writes the proxy's own responses once: the relay calls this between two messages
     /// of the backend only.
     func writeAnswers<S: RelayStream>(to stream: S) -> IOResult {
-        let result = answers.withUnsafeBytes { stream.write(UnsafeRawBufferPointer(rebasing: $0[answersSent...])) }
+        let result = stream.write(answers, from: answersSent)
         if case .processed(let n) = result {
             answersSent += n
             if answersSent == answers.count {

@@ -1,8 +1,9 @@
 import Logging
 
 /// What a connection tells the operator: one log line when it ends (who, how, why),
-/// and the listener's metrics, bytes included while it runs.
-struct ConnectionReport {
+/// and the listener's metrics, bytes included while it runs. One per connection, filled
+/// in by its parts as they learn something.
+final class ConnectionReport {
     /// The client: the connection's peer, or the address its PROXY header names.
     var peer: SocketAddress
     /// The balancer that sent the PROXY header, if one did.
@@ -32,12 +33,12 @@ struct ConnectionReport {
 
     /// Notes the version and cipher, once negotiated. In TLS 1.2 the cipher is not in
     /// use yet while the chain is verified, so this runs again when the handshake ends.
-    mutating func noteSession(_ tls: TLSSession) {
+    func noteSession(_ tls: TLSSession) {
         tlsVersion = tls.protocolName
         cipher = tls.cipherName
     }
 
-    mutating func refused(_ reason: RefusalReason, detail: String? = nil, metrics: ListenerMetrics) {
+    func refused(_ reason: RefusalReason, detail: String? = nil, metrics: ListenerMetrics) {
         refusal = reason
         if let detail { failureDetail = detail }
         metrics.refusals[reason]?.increment()
@@ -45,7 +46,7 @@ struct ConnectionReport {
 
     /// Adds the bytes moved since the last call to the listener's counters, so that
     /// /metrics shows long-lived LDAP connections while they run, not only at the end.
-    mutating func publishBytes(fromClient: Int, toClient: Int, metrics: ListenerMetrics) {
+    func publishBytes(fromClient: Int, toClient: Int, metrics: ListenerMetrics) {
         if fromClient > reportedFromClient {
             metrics.bytesFromClient.increment(by: Int64(fromClient - reportedFromClient))
             reportedFromClient = fromClient
@@ -57,7 +58,7 @@ struct ConnectionReport {
     }
 
     /// The connection is over: counts it and writes its line.
-    mutating func ended(_ end: ConnectionEnd, detail: String?, listener: ListenerRuntime) {
+    func ended(_ end: ConnectionEnd, detail: String?, listener: ListenerRuntime) {
         listener.metrics.connections[end]?.increment()
         var metadata: Logger.Metadata = [
             "client": "\(peer)",

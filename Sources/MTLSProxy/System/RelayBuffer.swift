@@ -12,6 +12,22 @@ protocol RelayStream: AnyObject {
     var hasPendingWrite: Bool { get }
 }
 
+extension RelayStream {
+    /// Writes a prefix of `bytes[offset...]`: the buffer pointer stays here, next to the
+    /// streams, rather than in the LDAP code that queues small messages in arrays.
+    func write(_ bytes: [UInt8], from offset: Int) -> IOResult {
+        bytes.withUnsafeBytes { write(UnsafeRawBufferPointer(rebasing: $0[offset...])) }
+    }
+
+    /// Reads at most `limit` bytes onto the end of `bytes`.
+    func read(appendingTo bytes: inout [UInt8], limit: Int) -> IOResult {
+        var chunk = [UInt8](repeating: 0, count: limit)
+        let result = chunk.withUnsafeMutableBytes { read(into: $0) }
+        if case .processed(let n) = result { bytes += chunk.prefix(n) }
+        return result
+    }
+}
+
 /// Fixed-size byte buffers for the relay, recycled per event loop: a connection holds a
 /// buffer only while bytes are in flight, so idle connections cost no buffer memory.
 final class BufferPool {
