@@ -38,7 +38,7 @@ final class StartTLSDoor {
     func step() -> Step {
         while true {
             if outputSent < output.count {
-                switch output.withUnsafeBytes({ socket.write(UnsafeRawBufferPointer(rebasing: $0[outputSent...])) }) {
+                switch socket.write(output, from: outputSent) {
                 case .processed(let n): outputSent += n; continue
                 case .wouldBlock: return .waiting
                 case .closed, .failed: return .closed("the client went away before StartTLS")
@@ -50,9 +50,8 @@ final class StartTLSDoor {
             case .some(let step): return step
             case nil: break
             }
-            var chunk = [UInt8](repeating: 0, count: 4096)
-            switch chunk.withUnsafeMutableBytes({ socket.read(into: $0) }) {
-            case .processed(let n): input += chunk.prefix(n)
+            switch socket.read(appendingTo: &input, limit: 4096) {
+            case .processed: break
             case .wouldBlock: return .waiting
             case .closed: return .closed("the client closed before StartTLS")
             case .failed(let why): return .closed("before StartTLS: \(why)")
@@ -103,6 +102,6 @@ final class StartTLSDoor {
     /// The notice of a stop, written before the close (best effort: the socket is plain).
     func sendNotice(_ notice: [UInt8]) {
         let rest = Array(output[outputSent...]) + notice
-        _ = rest.withUnsafeBytes { socket.write($0) }
+        _ = socket.write(rest, from: 0)
     }
 }

@@ -320,17 +320,7 @@ final class CRLFetcher: @unchecked Sendable {  // `sources` under the lock; the 
 
     /// Atomically: a temporary hidden name (the folder scan skips it), then a rename.
     private func store(_ bytes: [UInt8], to path: String) -> Bool {
-        let slash = path.lastIndex(of: "/")!
-        let temporary = String(path[...slash]) + "." + String(path[path.index(after: slash)...]) + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { return false }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { close(fd); unlink(temporary); return false }
-            offset += n
-        }
-        guard fsync(fd) == 0, close(fd) == 0, rename(temporary, path) == 0 else { unlink(temporary); return false }
-        return true
+        let hidden = FilePath.parent(of: path) + "/." + FilePath.lastComponent(of: path) + ".tmp"
+        return FileBytes.writeAtomically(bytes, to: path, through: hidden)
     }
 }

@@ -23,6 +23,29 @@ enum FileBytes {
         }
         return result
     }
+
+    /// Writes `bytes` to `temporary`, syncs it, then renames it to `path`: a reader sees
+    /// the old file or the new one, never a part. False (and no temporary left) on error.
+    static func writeAtomically(_ bytes: [UInt8], to path: String, through temporary: String) -> Bool {
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return false }
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                close(fd)
+                unlink(temporary)
+                return false
+            }
+            offset += n
+        }
+        guard fsync(fd) == 0, close(fd) == 0, rename(temporary, path) == 0 else {
+            unlink(temporary)
+            return false
+        }
+        return true
+    }
 }
 
 /// Path text, split at the last `/` (as dirname and basename do, without touching the disk).
