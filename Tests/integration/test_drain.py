@@ -14,6 +14,10 @@ def refused_to_connect(port):
         return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # The listener closed with this connection in its queue: ask again, the next
+        # attempt is refused.
+        return False
 
 
 def readyz(health):

@@ -252,13 +252,15 @@ def test_hammering_a_full_proxy_is_counted_not_logged_line_by_line(start_proxy, 
     wait_until(lambda: over_limit_total(health_port) == attempts, what="every refusal counted")
     lines = proxy.log_lines("over_limit|over max_connections")
     assert len(lines) <= 8, f"{len(lines)} lines for {attempts} refusals"
-    proxy.wait_for_log("connections refused over max_connections")
+    # Each worker's first refusal has its own line; the summaries count the rest. Each
+    # worker writes its summary 2 s after its own last refusal: wait for all of them.
+    def in_lines():
+        first = len(proxy.log_lines("end=over_limit"))
+        return first + sum(int(m) for line in proxy.log_lines("refused over max_connections")
+                           for m in re.findall(r"refused=(\d+)", line))
+    wait_until(lambda: in_lines() >= attempts, what="every refusal in a log line")
+    assert in_lines() == attempts
     assert len(proxy.log_lines("over_limit|over max_connections")) <= 8
-    # Each worker's first refusal has its own line; the summaries count the rest.
-    first = len(proxy.log_lines("end=over_limit"))
-    summed = sum(int(m) for line in proxy.log_lines("refused over max_connections")
-                 for m in re.findall(r"refused=(\d+)", line))
-    assert first + summed == attempts
     for sock in held:
         sock.close()
     wait_until(lambda: try_round_trip(port, pki), timeout=5, what="a free slot")
