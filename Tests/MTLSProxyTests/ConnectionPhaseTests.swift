@@ -89,12 +89,7 @@ final class ConnectionPhaseTests: XCTestCase {
     func testQuietRelayIsClosedAtTheIdleTimeout() throws {
         let run = try PhaseRun(pki: pki!) { $0.idleTimeoutNanos = 300_000_000 }
         run.backend.serveUppercase()
-        let client = run.startClient(withCertificate: true) { tls, _ in
-            var events = ["handshake \(tls.handshakeToEnd())"]
-            var buffer = [UInt8](repeating: 0, count: 256)
-            events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")  // waits: nothing comes, then close_notify
-            return events
-        }
+        let client = run.startClient(withCertificate: true, handshakeThenReadOnce)  // nothing comes, then close_notify
         run.runLoop()
         XCTAssertEqual(client.finish(), ["handshake completed", "then closed"])
         XCTAssertEqual(run.phases, [.handshaking, .relaying, .closed])
@@ -106,12 +101,7 @@ final class ConnectionPhaseTests: XCTestCase {
 
     func testBackendRefusingTheConnectEndsAsBackendUnavailable() throws {
         let run = try PhaseRun(pki: pki!) { $0.backend = .inet(host: "127.0.0.1", port: closedPort()) }
-        let client = run.startClient(withCertificate: true) { tls, _ in
-            var events = ["handshake \(tls.handshakeToEnd())"]
-            var buffer = [UInt8](repeating: 0, count: 256)
-            events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")
-            return events
-        }
+        let client = run.startClient(withCertificate: true, handshakeThenReadOnce)
         run.runLoop()
         XCTAssertEqual(client.finish(), ["handshake completed", "then closed"])
         let line = try XCTUnwrap(run.logs.lines.last)
@@ -162,12 +152,7 @@ final class ConnectionPhaseTests: XCTestCase {
             $0.revocation.ocspResponder = HTTPURL("http://127.0.0.1:\(responder.port)/")
             $0.revocation.ocspTimeoutNanos = 300_000_000
         }
-        let client = run.startClient(withCertificate: true) { tls, _ in
-            var events = ["handshake \(tls.handshakeToEnd())"]
-            var buffer = [UInt8](repeating: 0, count: 256)
-            events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")
-            return events
-        }
+        let client = run.startClient(withCertificate: true, handshakeThenReadOnce)
         run.runLoop()
         let events = client.finish()
         XCTAssertEqual(events.first, "handshake completed")
@@ -179,6 +164,37 @@ final class ConnectionPhaseTests: XCTestCase {
         XCTAssertEqual(line.metadata["reason"], "ocsp_unavailable")
         XCTAssertEqual(run.backend.acceptedCount, 0, "nothing reaches the backend before the admission says yes")
     }
+
+    func testRevokedWhileTheAdmissionRunsIsRefusedWithTheRevokedAlert() throws {
+        let responder = try TestBackend()  // never answers: the admission waits
+        defer { responder.close() }
+        let run = try PhaseRun(pki: pki!) {
+            $0.revocation.ocsp = .leaf
+            $0.revocation.ocspResponder = HTTPURL("http://127.0.0.1:\(responder.port)/")
+            $0.revocation.ocspTimeoutNanos = 5_000_000_000
+        }
+        let client = run.startClient(withCertificate: true, handshakeThenReadOnce)
+        run.onTick = { connection in
+            guard connection.phase == .admitting else { return }
+            connection.closeWithNotice(NoticeOfDisconnection.revoked, end: .revoked, detail: "certificate revoked by a new CRL")
+        }
+        run.runLoop()
+        let events = client.finish()
+        XCTAssertEqual(events.first, "handshake completed")
+        XCTAssertTrue(events.last?.hasSuffix("alert: certificate_revoked\")") == true, "\(events)")
+        let line = try XCTUnwrap(run.logs.lines.last)
+        XCTAssertEqual(line.metadata["reason"], "revoked")
+        XCTAssertEqual(line.metadata["detail"], "certificate revoked by a new CRL")
+        XCTAssertEqual(run.backend.acceptedCount, 0)
+    }
+}
+
+/// A client that completes its handshake, then reads once: what ends the connection.
+private func handshakeThenReadOnce(_ tls: TLSSession, _ gate: Gate) -> [String] {
+    var events = ["handshake \(tls.handshakeToEnd())"]
+    var buffer = [UInt8](repeating: 0, count: 256)
+    events.append("then \(buffer.withUnsafeMutableBytes { tls.read(into: $0) })")
+    return events
 }
 
 /// A loopback port with nothing listening on it (bound, then closed).

@@ -45,7 +45,7 @@ final class ReloadDebounceTests: XCTestCase {
     }
 
     /// A file written every 100 ms never stays quiet for 150 ms: the first event of each
-    /// round sets a deadline 600 ms on, so changes still arrive within rule 4's 2 s.
+    /// round sets a deadline 600 ms on, so changes still arrive within the 2 s of a new CRL.
     func testEventsThatNeverStopStillReloadByTheMaximumDelay() {
         let stream: [UInt64] = (0..<30).map { $0 * 100 }  // 0 ... 2900 ms
         let done = reloads(events: stream, until: 4000)

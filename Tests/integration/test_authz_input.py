@@ -70,7 +70,7 @@ def test_malformed_ber_ends_with_protocol_error(authz_proxy, authz_slapd, pki, m
     session.sock.sendall(data)
     ends_with_notice(session, NOTICE_PROTOCOL_ERROR)
     still_serves(proxy, pki, mode="starttls" if tls else "implicit")
-    if tls:  # rule 8: nothing reached slapd before TLS (the one connection is still_serves')
+    if tls:  # nothing reaches slapd before TLS (the one connection is still_serves')
         proxy.wait_for_log("UID=alice,.*end=")
         assert authz_slapd.log()[start:].count("ACCEPT from") <= 1
 

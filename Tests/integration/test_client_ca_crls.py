@@ -89,7 +89,7 @@ def test_a_new_crl_of_a_client_ca_closes_live_connections(start_proxy, pki, chai
     assert carol.search_ok() and alice.search_ok()
     pki_module.write_crl(pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"), ["revoked-int", "carol"],
                          number=2)
-    carol.read_until_close(timeout=3)  # rule 4: within 2 s, plus slack
+    carol.read_until_close(timeout=3)  # within the 2 s of a new CRL, plus slack
     assert_ends_with_notice(carol)
     assert alice.search_ok(), "a certificate the new CRL does not name keeps its connection"
     assert "revoked" in refusal(port, chains, "carol").lower()

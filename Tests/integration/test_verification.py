@@ -1,5 +1,6 @@
 """Who gets in: every refusal names its reason in the TLS alert and in the log, and no
-refused client ever causes a backend connection (INTERFACE.md rules 1 and 2)."""
+refused client ever causes a backend connection (README: Who is refused, and how it
+shows)."""
 import subprocess
 
 import pytest

@@ -200,7 +200,8 @@ public final class ProxyServer: @unchecked Sendable {  // state below is touched
                     }
                 }
             }) { [unowned self] listener, trust in
-                // Live connections of newly revoked certificates go too (rule 4).
+                // Live connections of newly revoked certificates go too, within the same 2 s
+                // (README, Revocation and reloads).
                 guard listener.config.revokeActive else { return }
                 self.forEachWorker { $0.closeRevoked(listener: listener, trust: trust) }
             }

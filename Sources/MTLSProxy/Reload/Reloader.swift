@@ -15,10 +15,12 @@ enum ReloadPhase {
 /// Triggers: SIGHUP (all listeners), inotify events (the listeners concerned, after a
 /// short quiet period so that a burst of writes causes one reload), and a fingerprint
 /// of the files compared every 2 s as a fallback. Each reload builds a whole new
-/// TrustState and swaps it in; a state that fails validation is not swapped (rule 5).
+/// TrustState and swaps it in; a state that fails validation is not swapped (the old one
+/// stays: README, Revocation and reloads).
 final class Reloader: @unchecked Sendable {  // the thread owns the mutable state; others only call requestAll()
     /// Quiet time after the last file event before reloading, and the longest a burst
-    /// may delay it: together they keep a change within rule 4's 2 s.
+    /// may delay it: together they keep a change within the 2 s the README
+    /// promises (Revocation and reloads).
     static let debounceNanos: UInt64 = 150_000_000
     static let maxDelayNanos: UInt64 = 600_000_000
     static let rescanNanos: UInt64 = 2_000_000_000
