@@ -438,3 +438,14 @@ def test_open_connection_stays_while_fresh_answers_say_good(start_proxy, opki, r
         live.close()
     finally:
         front.stop()
+
+
+def test_what_ocsp_said_stays_in_the_line_when_the_directory_refuses(start_proxy, opki, responder, backend):
+    """OCSP said good, then the directory (nothing listens there) refused: the refusal's
+    line still says what OCSP found, as an admitted connection's does."""
+    proxy = start(start_proxy, opki, backend, verify_cert_in_directory="yes",
+                  directory_url=f"ldap://127.0.0.1:{free_port()}")
+    refused_with(proxy, opki, "good", "access denied", "directory_unavailable")
+    line = proxy.log_lines("reason=directory_unavailable")[0]
+    assert "ocsp=good" in line, line
+    assert backend.accepted == 0
