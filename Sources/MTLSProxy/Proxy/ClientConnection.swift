@@ -66,11 +66,14 @@ final class ClientConnection: EventHandler {
 
     private func stepPreamble() {
         guard let preamble else { return }
-        switch preamble.step() {
+        let step = preamble.step()
+        // Once the PROXY header is read, every end is its client's, via the balancer: a
+        // refusal at the StartTLS door and the handshake timeout too.
+        report.peer = preamble.client
+        report.proxiedBy = preamble.proxiedBy
+        switch step {
         case .waiting: return
         case .tlsNext:
-            report.peer = preamble.client
-            report.proxiedBy = preamble.proxiedBy
             self.preamble = nil
             startSession()
         case .refused(let reason, let end, let detail):
