@@ -6,7 +6,8 @@
 final class Admission {
     enum Verdict {
         case admitted(Admitted)
-        case refused(RefusalReason, detail: String)
+        /// `ocspNote`: what OCSP had said when a later check refused, for the log line.
+        case refused(RefusalReason, detail: String, ocspNote: String?)
     }
 
     /// What the checks found, for the rest of the connection's life.
@@ -100,7 +101,7 @@ final class Admission {
         case .crlMissing, .crlExpired: "no current CRL after waiting for its download"
         default: "refused after waiting for its CRL's download"
         }
-        finish(.refused(refusal, detail: detail))
+        refuse(refusal, detail: detail)
     }
 
     private func askOCSP() {
@@ -120,7 +121,7 @@ final class Admission {
             if !note.isEmpty { admitted.ocspNote = note }
             askDirectory()
         case .refuse(let reason, let detail):
-            finish(.refused(reason, detail: detail))
+            refuse(reason, detail: detail)
         }
     }
 
@@ -142,11 +143,11 @@ final class Admission {
             if let dn { admitted.entryDN = dn }
             // The login needs an entry: directory_unavailable = allow cannot invent one.
             if listener.config.clientAuth != .none && admitted.entryDN == nil {
-                return finish(.refused(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to"))
+                return refuse(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to")
             }
             finish(.admitted(admitted))
         case .refuse(let reason, let detail):
-            finish(.refused(reason, detail: detail))
+            refuse(reason, detail: detail)
         }
     }
 
@@ -164,6 +165,10 @@ final class Admission {
         case .done:
             break
         }
+    }
+
+    private func refuse(_ reason: RefusalReason, detail: String) {
+        finish(.refused(reason, detail: detail, ocspNote: admitted.ocspNote))
     }
 
     private func finish(_ verdict: Verdict) {

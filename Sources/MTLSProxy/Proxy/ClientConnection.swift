@@ -154,7 +154,8 @@ final class ClientConnection: EventHandler {
                 self.admitted = admitted
                 report.ocsp = admitted.ocspNote
                 connectBackend()
-            case .refused(let reason, let detail):
+            case .refused(let reason, let detail, let ocspNote):
+                report.ocsp = ocspNote
                 deny(reason, detail: detail)
             }
         }
