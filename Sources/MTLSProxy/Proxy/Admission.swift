@@ -43,6 +43,9 @@ final class Admission {
     private var decided: ((Verdict) -> Void)?
     private lazy var timer = worker.loop.timer { [unowned self] now in self.deadlinePassed(now: now) }
 
+    /// What OCSP has said so far, for the log line of a connection that ends before the verdict.
+    var ocspNote: String? { admitted.ocspNote }
+
     /// Whether a client's connection needs any of these checks.
     static func isNeeded(_ config: ListenerConfig, awaitingCRL: Bool) -> Bool {
         awaitingCRL || config.revocation.ocsp != .off || config.usesDirectory

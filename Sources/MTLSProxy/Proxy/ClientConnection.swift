@@ -235,13 +235,21 @@ final class ClientConnection: EventHandler {
     /// then close. Closing at once would reset the connection and lose the alert.
     private func refuse(_ reason: RefusalReason, detail: String? = nil) {
         report.refused(reason, detail: detail, metrics: listener.metrics)
-        admission?.cancel()
-        admission = nil
+        cancelAdmission()
         tls = nil
         transport.release()
         client.descriptor.shutdownWrite()
         enter(.lingering, until: monotonicNanos() + Self.lingerNanos)
         drainLingering()  // edge-triggered: what is already there brings no new event
+    }
+
+    /// The admission ends before its verdict (a refusal from outside, the close): no
+    /// verdict comes, but what OCSP had already said still goes in the line.
+    private func cancelAdmission() {
+        guard let admission else { return }
+        if let note = admission.ocspNote { report.ocsp = note }
+        admission.cancel()
+        self.admission = nil
     }
 
     private func drainLingering() {
@@ -267,8 +275,7 @@ final class ClientConnection: EventHandler {
         }
         phase = .closed
         timer.cancel()
-        admission?.cancel()
-        admission = nil
+        cancelAdmission()
         worker.loop.deregister(fd: client.raw)
         client.descriptor.close()
         backend?.release()
