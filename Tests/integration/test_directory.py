@@ -236,3 +236,63 @@ def test_directory_over_ldapi(start_proxy, pki, backend, tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+class MuteDirectory:
+    """Takes the directory's searches and never answers; `asked` is set once one came."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = "ldap://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.asked = threading.Event()
+        self.held = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        try:
+            while conn.recv(65536):
+                self.asked.set()
+        except OSError:
+            pass
+
+    def stop(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_revoked_while_its_directory_check_is_pending_is_refused_with_certificate_revoked(start_proxy, pki, backend,
+                                                                                          crl_dir):
+    """A new CRL revokes a client whose directory check has not been answered yet: it is
+    refused as a new handshake would be, with the certificate_revoked alert, and nothing
+    reaches the backend."""
+    import ssl
+    mute = MuteDirectory()
+    try:
+        pki_module.issue_client(pki, "fay")
+        proxy = directory_proxy(start_proxy, pki, backend, mute.url, directory_timeout="8s", crl_dir=crl_dir)
+        client = tls_connect(proxy.port, pki, "fay")
+        assert mute.asked.wait(10), "the directory check never started"
+        pki_module.write_crl(pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"), ["revoked-int", "fay"],
+                             number=2)
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
+            client.recv(10)
+        client.close()
+        proxy.wait_for_log("UID=fay,.*end=refused reason=revoked")
+        assert backend.accepted == 0
+    finally:
+        mute.stop()

@@ -438,3 +438,40 @@ def test_open_connection_stays_while_fresh_answers_say_good(start_proxy, opki, r
         live.close()
     finally:
         front.stop()
+
+
+def test_what_ocsp_said_stays_in_the_line_when_the_directory_refuses(start_proxy, opki, responder, backend):
+    """OCSP said good, then the directory (nothing listens there) refused: the refusal's
+    line still says what OCSP found, as an admitted connection's does."""
+    proxy = start(start_proxy, opki, backend, verify_cert_in_directory="yes",
+                  directory_url=f"ldap://127.0.0.1:{free_port()}")
+    refused_with(proxy, opki, "good", "access denied", "directory_unavailable")
+    line = proxy.log_lines("reason=directory_unavailable")[0]
+    assert "ocsp=good" in line, line
+    assert backend.accepted == 0
+
+
+def test_what_ocsp_said_stays_in_the_line_when_the_admission_is_cut_short(start_proxy, opki, responder, backend,
+                                                                          crl_dir):
+    """OCSP said good, the directory has not answered yet, and a new CRL (of this test's
+    own folder) revokes the client: the refusal's line still says what OCSP found."""
+    import ssl
+    from helpers import tls_connect
+    from test_directory import MuteDirectory
+    mute = MuteDirectory()
+    try:
+        proxy = start(start_proxy, opki, backend, verify_cert_in_directory="yes", directory_url=mute.url,
+                      directory_timeout="8s", crl_dir=crl_dir)
+        client = tls_connect(proxy.port, opki.folder, "good")
+        assert mute.asked.wait(10), "the directory check never started"
+        pki_module.write_crl(opki.pki, "intermediate", os.path.join(crl_dir, "intermediate.crl"),
+                             ["revoked-int", opki.cert("good").serial_number], number=2)
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REVOKED"):
+            client.recv(10)
+        client.close()
+        proxy.wait_for_log("UID=ocsp-good,.*reason=revoked")
+        line = proxy.log_lines("reason=revoked")[0]
+        assert "ocsp=good" in line, line
+        assert backend.accepted == 0
+    finally:
+        mute.stop()

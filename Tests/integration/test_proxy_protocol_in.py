@@ -162,3 +162,38 @@ def test_proxy_protocol_in_needs_trusted_proxies(start_proxy, pki, tmp_path):
     result = subprocess.run([BINARY, "--config", str(config)], capture_output=True, timeout=30)
     assert result.returncode != 0
     assert b"proxy_protocol_in needs trusted_proxies" in result.stdout + result.stderr
+
+
+def test_a_header_then_starttls_names_the_client(start_proxy, pki, slapd):
+    """On a StartTLS listener the PROXY header comes first, then the plain LDAP up to
+    the StartTLS request, then TLS: the session is the header's client's."""
+    from authzkit import Session
+    port = free_port()
+    proxy = start_proxy(proxy_config(pki, port, slapd, proxy_protocol_in="v1", trusted_proxies="127.0.0.1/32",
+                                     tls="starttls"))
+    session = Session(port, mode="plain")
+    session.sock.sendall(v1(port=40005))
+    session.pki, session.name = pki, "alice"
+    assert session.start_tls() == 0
+    assert session.search("carol", "cn") == (0, ["Carol Example"])
+    session.close()
+    proxy.wait_for_log("connection closed.*end=closed")
+    line = proxy.log_lines("connection closed")[0]
+    assert "client=192.0.2.10:40005" in line and re.search(r"via=127\.0\.0\.1:\d+", line), line
+
+
+@pytest.mark.parametrize("then", ["close", "silence"])
+def test_no_starttls_after_the_header_is_logged_as_the_headers_client(start_proxy, pki, backend, then):
+    """The header has named the client before the StartTLS door: the door's refusal (the
+    client went away) and the handshake timeout (it said nothing) are logged as that
+    client's, via the balancer, like every later end."""
+    proxy = start(start_proxy, pki, backend, tls="starttls", handshake_timeout="1s")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as raw:
+        raw.sendall(v1(port=40006))
+        if then == "silence":
+            proxy.wait_for_log("end=handshake_timeout")
+    pattern = "reason=starttls_required" if then == "close" else "end=handshake_timeout"
+    proxy.wait_for_log(pattern)
+    line = proxy.log_lines(pattern)[0]
+    assert "client=192.0.2.10:40006" in line and re.search(r"via=127\.0\.0\.1:\d+", line), line
+    assert backend.accepted == 0

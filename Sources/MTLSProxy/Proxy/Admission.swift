@@ -6,7 +6,8 @@
 final class Admission {
     enum Verdict {
         case admitted(Admitted)
-        case refused(RefusalReason, detail: String)
+        /// `ocspNote`: what OCSP had said when a later check refused, for the log line.
+        case refused(RefusalReason, detail: String, ocspNote: String?)
     }
 
     /// What the checks found, for the rest of the connection's life.
@@ -41,6 +42,9 @@ final class Admission {
     private var admitted: Admitted
     private var decided: ((Verdict) -> Void)?
     private lazy var timer = worker.loop.timer { [unowned self] now in self.deadlinePassed(now: now) }
+
+    /// What OCSP has said so far, for the log line of a connection that ends before the verdict.
+    var ocspNote: String? { admitted.ocspNote }
 
     /// Whether a client's connection needs any of these checks.
     static func isNeeded(_ config: ListenerConfig, awaitingCRL: Bool) -> Bool {
@@ -100,7 +104,7 @@ final class Admission {
         case .crlMissing, .crlExpired: "no current CRL after waiting for its download"
         default: "refused after waiting for its CRL's download"
         }
-        finish(.refused(refusal, detail: detail))
+        refuse(refusal, detail: detail)
     }
 
     private func askOCSP() {
@@ -120,7 +124,7 @@ final class Admission {
             if !note.isEmpty { admitted.ocspNote = note }
             askDirectory()
         case .refuse(let reason, let detail):
-            finish(.refused(reason, detail: detail))
+            refuse(reason, detail: detail)
         }
     }
 
@@ -142,11 +146,11 @@ final class Admission {
             if let dn { admitted.entryDN = dn }
             // The login needs an entry: directory_unavailable = allow cannot invent one.
             if listener.config.clientAuth != .none && admitted.entryDN == nil {
-                return finish(.refused(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to"))
+                return refuse(.directoryUnavailable, detail: "the directory did not say which entry the certificate maps to")
             }
             finish(.admitted(admitted))
         case .refuse(let reason, let detail):
-            finish(.refused(reason, detail: detail))
+            refuse(reason, detail: detail)
         }
     }
 
@@ -164,6 +168,10 @@ final class Admission {
         case .done:
             break
         }
+    }
+
+    private func refuse(_ reason: RefusalReason, detail: String) {
+        finish(.refused(reason, detail: detail, ocspNote: admitted.ocspNote))
     }
 
     private func finish(_ verdict: Verdict) {

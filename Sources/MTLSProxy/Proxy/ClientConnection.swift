@@ -66,11 +66,14 @@ final class ClientConnection: EventHandler {
 
     private func stepPreamble() {
         guard let preamble else { return }
-        switch preamble.step() {
+        let step = preamble.step()
+        // Once the PROXY header is read, every end is its client's, via the balancer: a
+        // refusal at the StartTLS door and the handshake timeout too.
+        report.peer = preamble.client
+        report.proxiedBy = preamble.proxiedBy
+        switch step {
         case .waiting: return
         case .tlsNext:
-            report.peer = preamble.client
-            report.proxiedBy = preamble.proxiedBy
             self.preamble = nil
             startSession()
         case .refused(let reason, let end, let detail):
@@ -151,7 +154,8 @@ final class ClientConnection: EventHandler {
                 self.admitted = admitted
                 report.ocsp = admitted.ocspNote
                 connectBackend()
-            case .refused(let reason, let detail):
+            case .refused(let reason, let detail, let ocspNote):
+                report.ocsp = ocspNote
                 deny(reason, detail: detail)
             }
         }
@@ -231,13 +235,21 @@ final class ClientConnection: EventHandler {
     /// then close. Closing at once would reset the connection and lose the alert.
     private func refuse(_ reason: RefusalReason, detail: String? = nil) {
         report.refused(reason, detail: detail, metrics: listener.metrics)
-        admission?.cancel()
-        admission = nil
+        cancelAdmission()
         tls = nil
         transport.release()
         client.descriptor.shutdownWrite()
         enter(.lingering, until: monotonicNanos() + Self.lingerNanos)
         drainLingering()  // edge-triggered: what is already there brings no new event
+    }
+
+    /// The admission ends before its verdict (a refusal from outside, the close): no
+    /// verdict comes, but what OCSP had already said still goes in the line.
+    private func cancelAdmission() {
+        guard let admission else { return }
+        if let note = admission.ocspNote { report.ocsp = note }
+        admission.cancel()
+        self.admission = nil
     }
 
     private func drainLingering() {
@@ -263,8 +275,7 @@ final class ClientConnection: EventHandler {
         }
         phase = .closed
         timer.cancel()
-        admission?.cancel()
-        admission = nil
+        cancelAdmission()
         worker.loop.deregister(fd: client.raw)
         client.descriptor.close()
         backend?.release()
