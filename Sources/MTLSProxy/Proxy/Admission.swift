@@ -6,8 +6,7 @@
 final class Admission {
     enum Verdict {
         case admitted(Admitted)
-        /// `ocspNote`: what OCSP had said when a later check refused, for the log line.
-        case refused(RefusalReason, detail: String, ocspNote: String?)
+        case refused(RefusalReason, detail: String)
     }
 
     /// What the checks found, for the rest of the connection's life.
@@ -18,8 +17,6 @@ final class Admission {
         var directoryLookup: DirectoryLookup?
         /// Until when the OCSP answers it rests on hold (wall-clock seconds), when asked.
         var ocspUntil: Int?
-        /// What OCSP said, for the log line (good, or why best-effort let it pass).
-        var ocspNote: String?
     }
 
     private enum Stage {
@@ -37,14 +34,13 @@ final class Admission {
     private let peerChain: PeerChain
     private let links: [ChainLink]
     private let identity: PeerIdentity
-    private let client: SocketAddress
+    /// What OCSP said goes in the connection's line as soon as it is said (good, or why
+    /// best-effort let it pass), whatever ends the connection later.
+    private let report: ConnectionReport
     private var stage = Stage.done
     private var admitted: Admitted
     private var decided: ((Verdict) -> Void)?
     private lazy var timer = worker.loop.timer { [unowned self] now in self.deadlinePassed(now: now) }
-
-    /// What OCSP has said so far, for the log line of a connection that ends before the verdict.
-    var ocspNote: String? { admitted.ocspNote }
 
     /// Whether a client's connection needs any of these checks.
     static func isNeeded(_ config: ListenerConfig, awaitingCRL: Bool) -> Bool {
@@ -52,14 +48,14 @@ final class Admission {
     }
 
     init(listener: ListenerRuntime, trust: TrustState, worker: Worker, peerChain: PeerChain, links: [ChainLink],
-         identity: PeerIdentity, client: SocketAddress, entryDN: String?) {
+         identity: PeerIdentity, report: ConnectionReport, entryDN: String?) {
         self.listener = listener
         self.trust = trust
         self.worker = worker
         self.peerChain = peerChain
         self.links = links
         self.identity = identity
-        self.client = client
+        self.report = report
         admitted = Admitted(entryDN: entryDN)
     }
 
@@ -121,7 +117,7 @@ final class Admission {
     private func ocspDecided(_ decision: OCSPPolicy.Decision) {
         switch decision {
         case .pass(let note):
-            if !note.isEmpty { admitted.ocspNote = note }
+            if !note.isEmpty { report.ocsp = note }
             askDirectory()
         case .refuse(let reason, let detail):
             refuse(reason, detail: detail)
@@ -133,7 +129,7 @@ final class Admission {
         let lookup = DirectoryLookup(chain: peerChain, identity: identity)
         admitted.directoryLookup = lookup
         enter(.directory, timeoutNanos: listener.config.directoryTimeoutNanos)
-        DirectoryGate.ask(lookup, listener: listener, worker: worker, generation: trust.generation, peer: client,
+        DirectoryGate.ask(lookup, listener: listener, worker: worker, generation: trust.generation, peer: report.peer,
                           subject: identity.subject) { [self] decision in
             guard case .directory = stage else { return }
             directoryDecided(decision)
@@ -164,14 +160,14 @@ final class Admission {
                                           policy: listener.config.revocation.ocspPolicy))
         case .directory:
             directoryDecided(DirectoryGate.decision(.unavailable("the directory did not answer in time"), listener: listener,
-                                                    peer: client, subject: identity.subject))
+                                                    peer: report.peer, subject: identity.subject))
         case .done:
             break
         }
     }
 
     private func refuse(_ reason: RefusalReason, detail: String) {
-        finish(.refused(reason, detail: detail, ocspNote: admitted.ocspNote))
+        finish(.refused(reason, detail: detail))
     }
 
     private func finish(_ verdict: Verdict) {

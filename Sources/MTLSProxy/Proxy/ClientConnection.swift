@@ -146,16 +146,14 @@ final class ClientConnection: EventHandler {
         }
         phase = .admitting
         admission = Admission(listener: listener, trust: trust, worker: worker, peerChain: peerChain, links: chain,
-                              identity: identity, client: report.peer, entryDN: entryDN)
+                              identity: identity, report: report, entryDN: entryDN)
         admission!.start(awaitingCRL: awaitingCRL) { [unowned self] verdict in
             admission = nil
             switch verdict {
             case .admitted(let admitted):
                 self.admitted = admitted
-                report.ocsp = admitted.ocspNote
                 connectBackend()
-            case .refused(let reason, let detail, let ocspNote):
-                report.ocsp = ocspNote
+            case .refused(let reason, let detail):
                 deny(reason, detail: detail)
             }
         }
@@ -235,7 +233,8 @@ final class ClientConnection: EventHandler {
     /// then close. Closing at once would reset the connection and lose the alert.
     private func refuse(_ reason: RefusalReason, detail: String? = nil) {
         report.refused(reason, detail: detail, metrics: listener.metrics)
-        cancelAdmission()
+        admission?.cancel()
+        admission = nil
         tls = nil
         transport.release()
         client.descriptor.shutdownWrite()
@@ -243,14 +242,6 @@ final class ClientConnection: EventHandler {
         drainLingering()  // edge-triggered: what is already there brings no new event
     }
 
-    /// The admission ends before its verdict (a refusal from outside, the close): no
-    /// verdict comes, but what OCSP had already said still goes in the line.
-    private func cancelAdmission() {
-        guard let admission else { return }
-        if let note = admission.ocspNote { report.ocsp = note }
-        admission.cancel()
-        self.admission = nil
-    }
 
     private func drainLingering() {
         if client.descriptor.discardInput() != .wouldBlock { close(.refused) }
@@ -275,7 +266,8 @@ final class ClientConnection: EventHandler {
         }
         phase = .closed
         timer.cancel()
-        cancelAdmission()
+        admission?.cancel()
+        admission = nil
         worker.loop.deregister(fd: client.raw)
         client.descriptor.close()
         backend?.release()
