@@ -144,14 +144,9 @@ final class ConnectionPhaseTests: XCTestCase {
     }
 
     func testSilentOCSPResponderUnderStrictPolicyIsRefusedAfterItsTimeout() throws {
-        // A responder that takes the connection and never answers.
         let responder = try TestBackend()
         defer { responder.close() }
-        let run = try PhaseRun(pki: pki!) {
-            $0.revocation.ocsp = .leaf
-            $0.revocation.ocspResponder = HTTPURL("http://127.0.0.1:\(responder.port)/")
-            $0.revocation.ocspTimeoutNanos = 300_000_000
-        }
+        let run = try PhaseRun(pki: pki!) { $0.askOCSP(ofSilent: responder, timeoutNanos: 300_000_000) }
         let client = run.startClient(withCertificate: true, handshakeThenReadOnce)
         run.runLoop()
         let events = client.finish()
@@ -166,13 +161,9 @@ final class ConnectionPhaseTests: XCTestCase {
     }
 
     func testRevokedWhileTheAdmissionRunsIsRefusedWithTheRevokedAlert() throws {
-        let responder = try TestBackend()  // never answers: the admission waits
+        let responder = try TestBackend()
         defer { responder.close() }
-        let run = try PhaseRun(pki: pki!) {
-            $0.revocation.ocsp = .leaf
-            $0.revocation.ocspResponder = HTTPURL("http://127.0.0.1:\(responder.port)/")
-            $0.revocation.ocspTimeoutNanos = 5_000_000_000
-        }
+        let run = try PhaseRun(pki: pki!) { $0.askOCSP(ofSilent: responder, timeoutNanos: 5_000_000_000) }
         let client = run.startClient(withCertificate: true, handshakeThenReadOnce)
         run.onTick = { connection in
             guard connection.phase == .admitting else { return }
@@ -186,6 +177,16 @@ final class ConnectionPhaseTests: XCTestCase {
         XCTAssertEqual(line.metadata["reason"], "revoked")
         XCTAssertEqual(line.metadata["detail"], "certificate revoked by a new CRL")
         XCTAssertEqual(run.backend.acceptedCount, 0)
+    }
+}
+
+extension ListenerConfig {
+    /// OCSP on the leaf, asked of `responder`: a listening socket that takes the
+    /// connection and never answers, so the admission waits until `timeoutNanos`.
+    fileprivate mutating func askOCSP(ofSilent responder: TestBackend, timeoutNanos: UInt64) {
+        revocation.ocsp = .leaf
+        revocation.ocspResponder = HTTPURL("http://127.0.0.1:\(responder.port)/")
+        revocation.ocspTimeoutNanos = timeoutNanos
     }
 }
 
